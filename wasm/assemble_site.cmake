@@ -1,0 +1,29 @@
+# Assembles the static site (cmake -P, run by the ekvae_site target):
+#   SITE_DIR/index.html, ekvae-page.js   from WEB_DIR
+#   SITE_DIR/ekvae.js, ekvae.wasm         from APP_DIR
+#   SITE_DIR/models/*.safetensors         from MODELS_DIR (none yet is fine)
+#   SITE_DIR/models/index.json            {"models": ["name.safetensors", ...]}
+foreach(v WEB_DIR MODELS_DIR APP_DIR SITE_DIR)
+  if(NOT DEFINED ${v})
+    message(FATAL_ERROR "assemble_site.cmake: ${v} not set")
+  endif()
+endforeach()
+
+file(MAKE_DIRECTORY ${SITE_DIR})
+file(COPY ${WEB_DIR}/index.html ${WEB_DIR}/ekvae-page.js DESTINATION ${SITE_DIR})
+file(COPY ${APP_DIR}/ekvae.js ${APP_DIR}/ekvae.wasm DESTINATION ${SITE_DIR})
+
+# models/: rebuilt each time so a removed model does not linger.
+file(REMOVE_RECURSE ${SITE_DIR}/models)
+file(MAKE_DIRECTORY ${SITE_DIR}/models)
+file(GLOB models RELATIVE ${MODELS_DIR} ${MODELS_DIR}/*.safetensors)
+list(SORT models)
+set(names "")
+foreach(m ${models})
+  file(COPY ${MODELS_DIR}/${m} DESTINATION ${SITE_DIR}/models)
+  list(APPEND names "\"${m}\"")
+endforeach()
+list(JOIN names ", " joined)
+file(WRITE ${SITE_DIR}/models/index.json "{\"models\": [${joined}]}\n")
+list(LENGTH models n)
+message(STATUS "site: ${SITE_DIR} (${n} model file(s))")
