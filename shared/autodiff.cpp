@@ -1,0 +1,843 @@
+// autodiff.cpp: forward and backward passes of every Tape op (see autodiff.h).
+//
+// Every backward rule below is checked against central finite differences in double precision
+// by tests/test_autodiff.cpp.
+#include "autodiff.h"
+
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+namespace ekvae {
+
+namespace {
+
+// Small matrices live on the stack (no heap traffic inside the batched loops).
+constexpr int kMaxSmall = 16;
+template <class T> using SM = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor, kMaxSmall, kMaxSmall>;
+template <class T> using CMap = Eigen::Map<const Mat<T>>;
+template <class T> using MMap = Eigen::Map<Mat<T>>;
+
+template <class T> T softplus_scalar(T x) { return std::max(x, T(0)) + std::log1p(std::exp(-std::abs(x))); }
+template <class T> T sigmoid_scalar(T x) {
+    if (x >= 0) return T(1) / (T(1) + std::exp(-x));
+    T e = std::exp(x);
+    return e / (T(1) + e);
+}
+
+void check(bool ok, const char * what) {
+    if (!ok) throw std::invalid_argument(what);
+}
+
+// Broadcast shape of two operands: each dimension equal or 1.
+bool broadcast_shape(Eigen::Index ra, Eigen::Index ca, Eigen::Index rb, Eigen::Index cb, Eigen::Index & R, Eigen::Index & C) {
+    R = std::max(ra, rb);
+    C = std::max(ca, cb);
+    return (ra == R || ra == 1) && (rb == R || rb == 1) && (ca == C || ca == 1) && (cb == C || cb == 1);
+}
+
+// out(i, j) = f(a(ia, ja), b(ib, jb)) with broadcasting; inner loop over contiguous rows.
+template <class T, class F> void broadcast_apply(const Mat<T> & a, const Mat<T> & b, Mat<T> & out, F f) {
+    const Eigen::Index R = out.rows(), C = out.cols();
+    const Eigen::Index ra = a.rows(), rb = b.rows();
+    for (Eigen::Index j = 0; j < C; j++) {
+        const T * pa = a.data() + (a.cols() == 1 ? 0 : j) * ra;
+        const T * pb = b.data() + (b.cols() == 1 ? 0 : j) * rb;
+        T * po = out.data() + j * R;
+        if (ra == R && rb == R) {
+            for (Eigen::Index i = 0; i < R; i++) po[i] = f(pa[i], pb[i]);
+        } else if (ra == R) {
+            const T bv = pb[0];
+            for (Eigen::Index i = 0; i < R; i++) po[i] = f(pa[i], bv);
+        } else if (rb == R) {
+            const T av = pa[0];
+            for (Eigen::Index i = 0; i < R; i++) po[i] = f(av, pb[i]);
+        } else {
+            for (Eigen::Index i = 0; i < R; i++) po[i] = f(pa[0], pb[0]);
+        }
+    }
+}
+
+// ga(ia, ja) += term(i, j) over the broadcast shape of g, where term(i, j) = g(i, j) * other(io, jo)
+// (other == nullptr means term = g).
+template <class T> void broadcast_accumulate(Mat<T> & ga, const Mat<T> & g, const Mat<T> * other, T sign) {
+    const Eigen::Index R = g.rows(), C = g.cols();
+    const Eigen::Index ra = ga.rows();
+    for (Eigen::Index j = 0; j < C; j++) {
+        T * pa = ga.data() + (ga.cols() == 1 ? 0 : j) * ra;
+        const T * pg = g.data() + j * R;
+        const T * po = other ? other->data() + (other->cols() == 1 ? 0 : j) * other->rows() : nullptr;
+        const bool o_full = other && other->rows() == R;
+        if (ra == R) {
+            if (!other) for (Eigen::Index i = 0; i < R; i++) pa[i] += sign * pg[i];
+            else if (o_full) for (Eigen::Index i = 0; i < R; i++) pa[i] += sign * pg[i] * po[i];
+            else for (Eigen::Index i = 0; i < R; i++) pa[i] += sign * pg[i] * po[0];
+        } else {
+            T acc = 0;
+            if (!other) for (Eigen::Index i = 0; i < R; i++) acc += pg[i];
+            else if (o_full) for (Eigen::Index i = 0; i < R; i++) acc += pg[i] * po[i];
+            else for (Eigen::Index i = 0; i < R; i++) acc += pg[i] * po[0];
+            pa[0] += sign * acc;
+        }
+    }
+}
+
+const double kLog2Pi = 1.8378770664093454835606594728112;
+
+} // namespace
+
+// ---- bookkeeping ------------------------------------------------------------------------
+
+template <class T> typename Tape<T>::Node & Tape<T>::push(Op op, std::initializer_list<Var> inputs) {
+    for (Var v : inputs) check(v.id >= 0 && v.id < n_, "Tape: input from another tape or step");
+    if (n_ == (int)nodes_.size()) nodes_.emplace_back();
+    Node & nd = nodes_[n_++];
+    nd.op = op;
+    nd.in.clear();
+    nd.needs_grad = false;
+    for (Var v : inputs) {
+        nd.in.push_back(v.id);
+        nd.needs_grad = nd.needs_grad || nodes_[v.id].needs_grad;
+    }
+    nd.param = nullptr;
+    nd.br = 0;
+    nd.bc = 1;
+    nd.i0 = nd.i1 = nd.i2 = nd.i3 = 0;
+    nd.f0 = nd.f1 = false;
+    nd.s = T(0);
+    return nd;
+}
+
+template <class T> void Tape<T>::reset() {
+    n_ = 0;
+    error_.clear();
+}
+
+template <class T> const typename Tape<T>::M & Tape<T>::value(Var v) const {
+    check(v.id >= 0 && v.id < n_, "Tape::value: invalid Var");
+    return val(v.id);
+}
+
+// ---- leaves -----------------------------------------------------------------------------
+
+template <class T> Var Tape<T>::constant(const M & v) {
+    Node & nd = push(Op::Constant, {});
+    nd.value = v;
+    nd.br = (int)v.rows();
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::constant_batch(const M & v, int r, int c) {
+    check((Eigen::Index)r * c == v.rows(), "constant_batch: rows != r*c");
+    Var out = constant(v);
+    nodes_[out.id].br = r;
+    nodes_[out.id].bc = c;
+    return out;
+}
+
+template <class T> Var Tape<T>::param(Param<T> & p) {
+    Node & nd = push(Op::Parameter, {});
+    nd.param = &p;
+    nd.needs_grad = true;
+    nd.br = (int)p.value.rows();
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::param_batch(Param<T> & p, int r, int c) {
+    check((Eigen::Index)r * c == p.value.rows(), "param_batch: rows != r*c");
+    Var out = param(p);
+    nodes_[out.id].br = r;
+    nodes_[out.id].bc = c;
+    return out;
+}
+
+// ---- dense ops --------------------------------------------------------------------------
+
+template <class T> Var Tape<T>::matmul(Var a, Var b, bool ta, bool tb) {
+    Node & nd = push(Op::MatMul, {a, b});
+    nd.f0 = ta;
+    nd.f1 = tb;
+    const M & A = val(a.id);
+    const M & B = val(b.id);
+    const Eigen::Index ka = ta ? A.rows() : A.cols();
+    const Eigen::Index kb = tb ? B.cols() : B.rows();
+    check(ka == kb, "matmul: inner dimensions differ");
+    if (!ta && !tb) nd.value.noalias() = A * B;
+    else if (ta && !tb) nd.value.noalias() = A.transpose() * B;
+    else if (!ta && tb) nd.value.noalias() = A * B.transpose();
+    else nd.value.noalias() = A.transpose() * B.transpose();
+    nd.br = (int)nd.value.rows();
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::add(Var a, Var b) {
+    Node & nd = push(Op::Add, {a, b});
+    const M & A = val(a.id);
+    const M & B = val(b.id);
+    Eigen::Index R, C;
+    check(broadcast_shape(A.rows(), A.cols(), B.rows(), B.cols(), R, C), "add: shapes do not broadcast");
+    nd.value.resize(R, C);
+    broadcast_apply<T>(A, B, nd.value, [](T x, T y) { return x + y; });
+    nd.br = nodes_[A.rows() == R ? a.id : b.id].br;
+    nd.bc = nodes_[A.rows() == R ? a.id : b.id].bc;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::sub(Var a, Var b) {
+    Node & nd = push(Op::Sub, {a, b});
+    const M & A = val(a.id);
+    const M & B = val(b.id);
+    Eigen::Index R, C;
+    check(broadcast_shape(A.rows(), A.cols(), B.rows(), B.cols(), R, C), "sub: shapes do not broadcast");
+    nd.value.resize(R, C);
+    broadcast_apply<T>(A, B, nd.value, [](T x, T y) { return x - y; });
+    nd.br = nodes_[A.rows() == R ? a.id : b.id].br;
+    nd.bc = nodes_[A.rows() == R ? a.id : b.id].bc;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::mul(Var a, Var b) {
+    Node & nd = push(Op::Mul, {a, b});
+    const M & A = val(a.id);
+    const M & B = val(b.id);
+    Eigen::Index R, C;
+    check(broadcast_shape(A.rows(), A.cols(), B.rows(), B.cols(), R, C), "mul: shapes do not broadcast");
+    nd.value.resize(R, C);
+    broadcast_apply<T>(A, B, nd.value, [](T x, T y) { return x * y; });
+    nd.br = nodes_[A.rows() == R ? a.id : b.id].br;
+    nd.bc = nodes_[A.rows() == R ? a.id : b.id].bc;
+    return Var{n_ - 1};
+}
+
+#define EKVAE_UNARY(NAME, OP, EXPR)                                  \
+    template <class T> Var Tape<T>::NAME(Var a) {                    \
+        Node & nd = push(OP, {a});                                   \
+        const M & X = val(a.id);                                     \
+        nd.value.resize(X.rows(), X.cols());                         \
+        nd.value.array() = X.array().unaryExpr([](T x) { return EXPR; }); \
+        nd.br = nodes_[a.id].br;                                     \
+        nd.bc = nodes_[a.id].bc;                                     \
+        return Var{n_ - 1};                                          \
+    }
+
+EKVAE_UNARY(relu, Op::Relu, x > T(0) ? x : T(0))
+EKVAE_UNARY(tanh, Op::Tanh, std::tanh(x))
+EKVAE_UNARY(sigmoid, Op::Sigmoid, sigmoid_scalar(x))
+EKVAE_UNARY(softplus, Op::Softplus, softplus_scalar(x))
+EKVAE_UNARY(exp, Op::Exp, std::exp(x))
+EKVAE_UNARY(log, Op::Log, std::log(x))
+EKVAE_UNARY(square, Op::Square, x * x)
+#undef EKVAE_UNARY
+
+template <class T> Var Tape<T>::scale(Var a, T s) {
+    Node & nd = push(Op::Scale, {a});
+    nd.s = s;
+    nd.value = s * val(a.id);
+    nd.br = nodes_[a.id].br;
+    nd.bc = nodes_[a.id].bc;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::add_scalar(Var a, T s) {
+    Node & nd = push(Op::AddScalar, {a});
+    nd.s = s;
+    nd.value = (val(a.id).array() + s).matrix();
+    nd.br = nodes_[a.id].br;
+    nd.bc = nodes_[a.id].bc;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::softmax_rows(Var a) {
+    Node & nd = push(Op::SoftmaxRows, {a});
+    const M & X = val(a.id);
+    nd.value.resize(X.rows(), X.cols());
+    for (Eigen::Index j = 0; j < X.cols(); j++) {
+        const T mx = X.col(j).maxCoeff();
+        nd.value.col(j) = (X.col(j).array() - mx).exp().matrix();
+        nd.value.col(j) /= nd.value.col(j).sum();
+    }
+    nd.br = (int)X.rows();
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::sum(Var a) {
+    Node & nd = push(Op::Sum, {a});
+    nd.value.resize(1, 1);
+    nd.value(0, 0) = val(a.id).sum();
+    nd.br = 1;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::sum_rows(Var a) {
+    Node & nd = push(Op::SumRows, {a});
+    nd.value = val(a.id).colwise().sum();
+    nd.br = 1;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::sum_cols(Var a) {
+    Node & nd = push(Op::SumCols, {a});
+    nd.value = val(a.id).rowwise().sum();
+    nd.br = nodes_[a.id].br;
+    nd.bc = nodes_[a.id].bc;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::slice(Var a, int r0, int nr, int c0, int nc) {
+    Node & nd = push(Op::Slice, {a});
+    const M & X = val(a.id);
+    check(r0 >= 0 && nr >= 0 && r0 + nr <= X.rows() && c0 >= 0 && nc >= 0 && c0 + nc <= X.cols(), "slice: out of range");
+    nd.i0 = r0; nd.i1 = nr; nd.i2 = c0; nd.i3 = nc;
+    nd.value = X.block(r0, c0, nr, nc);
+    if (nr == X.rows()) { nd.br = nodes_[a.id].br; nd.bc = nodes_[a.id].bc; } else nd.br = nr;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::concat_rows(const std::vector<Var> & parts) {
+    check(!parts.empty(), "concat_rows: no parts");
+    Node & nd = push(Op::ConcatRows, {});
+    Eigen::Index rows = 0, cols = val(parts[0].id).cols();
+    for (Var p : parts) {
+        check(p.id >= 0 && p.id < n_ - 1, "concat_rows: invalid input");
+        check(val(p.id).cols() == cols, "concat_rows: column counts differ");
+        rows += val(p.id).rows();
+        nd.in.push_back(p.id);
+        nd.needs_grad = nd.needs_grad || nodes_[p.id].needs_grad;
+    }
+    nd.value.resize(rows, cols);
+    Eigen::Index r = 0;
+    for (Var p : parts) {
+        nd.value.middleRows(r, val(p.id).rows()) = val(p.id);
+        r += val(p.id).rows();
+    }
+    nd.br = (int)rows;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::concat_cols(const std::vector<Var> & parts) {
+    check(!parts.empty(), "concat_cols: no parts");
+    Node & nd = push(Op::ConcatCols, {});
+    Eigen::Index cols = 0, rows = val(parts[0].id).rows();
+    for (Var p : parts) {
+        check(p.id >= 0 && p.id < n_ - 1, "concat_cols: invalid input");
+        check(val(p.id).rows() == rows, "concat_cols: row counts differ");
+        cols += val(p.id).cols();
+        nd.in.push_back(p.id);
+        nd.needs_grad = nd.needs_grad || nodes_[p.id].needs_grad;
+    }
+    nd.value.resize(rows, cols);
+    Eigen::Index c = 0;
+    for (Var p : parts) {
+        nd.value.middleCols(c, val(p.id).cols()) = val(p.id);
+        c += val(p.id).cols();
+    }
+    nd.br = nodes_[parts[0].id].br;
+    nd.bc = nodes_[parts[0].id].bc;
+    return Var{n_ - 1};
+}
+
+// ---- batched small-matrix ops -----------------------------------------------------------
+
+template <class T> Var Tape<T>::as_batch(Var a, int r, int c) {
+    check((Eigen::Index)r * c == val(a.id).rows(), "as_batch: rows != r*c");
+    check(r <= kMaxSmall && c <= kMaxSmall, "as_batch: small matrices are limited to 16 x 16");
+    Node & nd = push(Op::Scale, {a}); // a copy: scale by 1
+    nd.s = T(1);
+    nd.value = val(a.id);
+    nd.br = r;
+    nd.bc = c;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::bmm(Var a, Var b, bool ta, bool tb) {
+    Node & nd = push(Op::BMatMul, {a, b});
+    const Node & na = nodes_[a.id];
+    const Node & nb = nodes_[b.id];
+    const M & A = val(a.id);
+    const M & B = val(b.id);
+    const int m = ta ? na.bc : na.br, k = ta ? na.br : na.bc;
+    const int k2 = tb ? nb.bc : nb.br, n = tb ? nb.br : nb.bc;
+    check(k == k2, "bmm: inner dimensions differ");
+    check(A.rows() == (Eigen::Index)na.br * na.bc && B.rows() == (Eigen::Index)nb.br * nb.bc, "bmm: operands are not batches");
+    const Eigen::Index nbatch = std::max(A.cols(), B.cols());
+    check((A.cols() == nbatch || A.cols() == 1) && (B.cols() == nbatch || B.cols() == 1), "bmm: batch sizes differ");
+    nd.f0 = ta;
+    nd.f1 = tb;
+    nd.value.resize((Eigen::Index)m * n, nbatch);
+    for (Eigen::Index j = 0; j < nbatch; j++) {
+        CMap<T> Aj(A.data() + (A.cols() == 1 ? 0 : j) * A.rows(), na.br, na.bc);
+        CMap<T> Bj(B.data() + (B.cols() == 1 ? 0 : j) * B.rows(), nb.br, nb.bc);
+        MMap<T> Cj(nd.value.data() + j * nd.value.rows(), m, n);
+        if (!ta && !tb) Cj.noalias() = Aj.lazyProduct(Bj);
+        else if (ta && !tb) Cj.noalias() = Aj.transpose().lazyProduct(Bj);
+        else if (!ta && tb) Cj.noalias() = Aj.lazyProduct(Bj.transpose());
+        else Cj.noalias() = Aj.transpose().lazyProduct(Bj.transpose());
+    }
+    nd.br = m;
+    nd.bc = n;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::btranspose(Var a) {
+    Node & nd = push(Op::BTranspose, {a});
+    const Node & na = nodes_[a.id];
+    const M & A = val(a.id);
+    nd.value.resize(A.rows(), A.cols());
+    for (Eigen::Index j = 0; j < A.cols(); j++)
+        MMap<T>(nd.value.data() + j * A.rows(), na.bc, na.br) = CMap<T>(A.data() + j * A.rows(), na.br, na.bc).transpose();
+    nd.br = na.bc;
+    nd.bc = na.br;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::bdiag(Var v) {
+    Node & nd = push(Op::BDiag, {v});
+    const M & V = val(v.id);
+    const Eigen::Index n = V.rows();
+    nd.value.setZero(n * n, V.cols());
+    for (Eigen::Index j = 0; j < V.cols(); j++)
+        for (Eigen::Index i = 0; i < n; i++) nd.value(i * n + i, j) = V(i, j);
+    nd.br = nd.bc = (int)n;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::bcholesky(Var a) {
+    Node & nd = push(Op::BCholesky, {a});
+    const Node & na = nodes_[a.id];
+    const M & A = val(a.id);
+    const int n = na.br;
+    check(na.br == na.bc && n <= kMaxSmall, "bcholesky: needs square matrices of at most 16 x 16");
+    nd.value.setZero(A.rows(), A.cols());
+    for (Eigen::Index j = 0; j < A.cols(); j++) {
+        CMap<T> Aj(A.data() + j * A.rows(), n, n);
+        MMap<T> Lj(nd.value.data() + j * A.rows(), n, n);
+        bool ok = true;
+        // L L^T = A, column by column (reads the lower triangle only)
+        for (int c = 0; c < n && ok; c++) {
+            T d = Aj(c, c);
+            for (int k = 0; k < c; k++) d -= Lj(c, k) * Lj(c, k);
+            if (!(d > T(0))) { ok = false; break; }
+            const T lcc = std::sqrt(d);
+            Lj(c, c) = lcc;
+            for (int r = c + 1; r < n; r++) {
+                T s = Aj(r, c);
+                for (int k = 0; k < c; k++) s -= Lj(r, k) * Lj(c, k);
+                Lj(r, c) = s / lcc;
+            }
+        }
+        if (!ok) {
+            Lj.setConstant(std::numeric_limits<T>::quiet_NaN());
+            if (error_.empty()) error_ = "bcholesky: matrix " + std::to_string(j) + " of the batch is not positive definite";
+        }
+    }
+    nd.br = nd.bc = n;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::btrisolve(Var L, Var X, bool transpose) {
+    Node & nd = push(Op::BTriSolve, {L, X});
+    const Node & nl = nodes_[L.id];
+    const Node & nx = nodes_[X.id];
+    const M & Lv = val(L.id);
+    const M & Xv = val(X.id);
+    const int n = nl.br, m = nx.bc;
+    check(nl.br == nl.bc && nx.br == n, "btrisolve: shapes differ");
+    const Eigen::Index nbatch = std::max(Lv.cols(), Xv.cols());
+    check((Lv.cols() == nbatch || Lv.cols() == 1) && (Xv.cols() == nbatch || Xv.cols() == 1), "btrisolve: batch sizes differ");
+    nd.f0 = transpose;
+    nd.value.resize((Eigen::Index)n * m, nbatch);
+    for (Eigen::Index j = 0; j < nbatch; j++) {
+        CMap<T> Lj(Lv.data() + (Lv.cols() == 1 ? 0 : j) * Lv.rows(), n, n);
+        MMap<T> Yj(nd.value.data() + j * nd.value.rows(), n, m);
+        Yj = CMap<T>(Xv.data() + (Xv.cols() == 1 ? 0 : j) * Xv.rows(), n, m);
+        if (!transpose) Lj.template triangularView<Eigen::Lower>().solveInPlace(Yj);
+        else Lj.transpose().template triangularView<Eigen::Upper>().solveInPlace(Yj);
+    }
+    nd.br = n;
+    nd.bc = m;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::bchol_logdet(Var L) {
+    Node & nd = push(Op::BCholLogDet, {L});
+    const Node & nl = nodes_[L.id];
+    const M & Lv = val(L.id);
+    const int n = nl.br;
+    check(nl.br == nl.bc, "bchol_logdet: needs square factors");
+    nd.value.resize(1, Lv.cols());
+    for (Eigen::Index j = 0; j < Lv.cols(); j++) {
+        T s = 0;
+        for (int i = 0; i < n; i++) s += std::log(Lv(i * n + i, j));
+        nd.value(0, j) = 2 * s;
+    }
+    nd.br = 1;
+    return Var{n_ - 1};
+}
+
+// ---- fused log-densities ----------------------------------------------------------------
+
+template <class T> Var Tape<T>::bernoulli_logits(Var logits, Var x) {
+    Node & nd = push(Op::BernoulliLogits, {logits, x});
+    const M & Lg = val(logits.id);
+    const M & X = val(x.id);
+    check(Lg.rows() == X.rows() && Lg.cols() == X.cols(), "bernoulli_logits: shapes differ");
+    nd.value.resize(1, Lg.cols());
+    for (Eigen::Index j = 0; j < Lg.cols(); j++) {
+        T s = 0;
+        for (Eigen::Index i = 0; i < Lg.rows(); i++) {
+            const T l = Lg(i, j);
+            s += X(i, j) * l - softplus_scalar(l); // x log s(l) + (1-x) log(1-s(l))
+        }
+        nd.value(0, j) = s;
+    }
+    nd.br = 1;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::gauss_diag_logpdf(Var x, Var mu, Var logvar) {
+    Node & nd = push(Op::GaussDiagLogPdf, {x, mu, logvar});
+    const M & X = val(x.id);
+    const M & Mu = val(mu.id);
+    const M & Lv = val(logvar.id);
+    const Eigen::Index n = X.rows(), B = X.cols();
+    check(Mu.rows() == n && Lv.rows() == n, "gauss_diag_logpdf: sizes differ");
+    check((Mu.cols() == B || Mu.cols() == 1) && (Lv.cols() == B || Lv.cols() == 1), "gauss_diag_logpdf: batch sizes differ");
+    nd.value.resize(1, B);
+    for (Eigen::Index j = 0; j < B; j++) {
+        const T * m = Mu.data() + (Mu.cols() == 1 ? 0 : j) * n;
+        const T * lv = Lv.data() + (Lv.cols() == 1 ? 0 : j) * n;
+        T s = 0;
+        for (Eigen::Index i = 0; i < n; i++) {
+            const T r = X(i, j) - m[i];
+            s += T(kLog2Pi) + lv[i] + r * r * std::exp(-lv[i]);
+        }
+        nd.value(0, j) = T(-0.5) * s;
+    }
+    nd.br = 1;
+    return Var{n_ - 1};
+}
+
+template <class T> Var Tape<T>::gauss_chol_logpdf(Var x, Var mu, Var L) {
+    Node & nd = push(Op::GaussCholLogPdf, {x, mu, L});
+    const M & X = val(x.id);
+    const M & Mu = val(mu.id);
+    const M & Lv = val(L.id);
+    const int n = (int)X.rows();
+    const Eigen::Index B = X.cols();
+    check(nodes_[L.id].br == n && nodes_[L.id].bc == n && Mu.rows() == n, "gauss_chol_logpdf: sizes differ");
+    check((Mu.cols() == B || Mu.cols() == 1) && (Lv.cols() == B || Lv.cols() == 1), "gauss_chol_logpdf: batch sizes differ");
+    check(n <= kMaxSmall, "gauss_chol_logpdf: at most 16 dimensions");
+    nd.value.resize(1, B);
+    nd.aux.resize(n, B); // v = L^{-1} (x - mu), kept for the backward pass
+    for (Eigen::Index j = 0; j < B; j++) {
+        CMap<T> Lj(Lv.data() + (Lv.cols() == 1 ? 0 : j) * Lv.rows(), n, n);
+        auto v = nd.aux.col(j);
+        v = X.col(j) - Mu.col(Mu.cols() == 1 ? 0 : j);
+        Lj.template triangularView<Eigen::Lower>().solveInPlace(v);
+        T logdet = 0;
+        for (int i = 0; i < n; i++) logdet += std::log(Lj(i, i));
+        nd.value(0, j) = T(-0.5) * (T(n * kLog2Pi) + v.squaredNorm()) - logdet;
+    }
+    nd.br = 1;
+    return Var{n_ - 1};
+}
+
+// ---- backward ---------------------------------------------------------------------------
+
+template <class T> void Tape<T>::backward(Var loss) {
+    check(loss.id >= 0 && loss.id < n_, "backward: invalid Var");
+    check(val(loss.id).size() == 1, "backward: the loss must be [1, 1]");
+    for (int i = 0; i <= loss.id; i++) {
+        Node & nd = nodes_[i];
+        if (!nd.needs_grad) continue;
+        const M & v = val(i);
+        nd.grad.setZero(v.rows(), v.cols());
+    }
+    nodes_[loss.id].grad(0, 0) = T(1);
+    for (int i = loss.id; i >= 0; i--)
+        if (nodes_[i].needs_grad) backward_node(i);
+}
+
+template <class T> void Tape<T>::backward_node(int id) {
+    Node & nd = nodes_[id];
+    const M & G = nd.grad;
+    const M & Y = val(id);
+    auto in_needs = [&](int k) { return nodes_[nd.in[k]].needs_grad; };
+    auto gin = [&](int k) -> M & { return nodes_[nd.in[k]].grad; };
+    auto vin = [&](int k) -> const M & { return val(nd.in[k]); };
+
+    switch (nd.op) {
+    case Op::Constant:
+        break;
+    case Op::Parameter: {
+        Param<T> & p = *nd.param;
+        if (p.grad.rows() != p.value.rows() || p.grad.cols() != p.value.cols()) p.grad.setZero(p.value.rows(), p.value.cols());
+        p.grad += G;
+        break;
+    }
+    case Op::MatMul: {
+        // C = op(A) op(B)
+        const M & A = vin(0);
+        const M & B = vin(1);
+        const bool ta = nd.f0, tb = nd.f1;
+        if (in_needs(0)) {
+            M & GA = gin(0);
+            if (!ta && !tb) GA.noalias() += G * B.transpose();            // dA = G B^T
+            else if (ta && !tb) GA.noalias() += B * G.transpose();        // C = A^T B: dA = B G^T
+            else if (!ta && tb) GA.noalias() += G * B;                    // C = A B^T: dA = G B
+            else GA.noalias() += B.transpose() * G.transpose();           // C = A^T B^T: dA = B^T G^T
+        }
+        if (in_needs(1)) {
+            M & GB = gin(1);
+            if (!ta && !tb) GB.noalias() += A.transpose() * G;            // dB = A^T G
+            else if (ta && !tb) GB.noalias() += A * G;                    // dB = A G
+            else if (!ta && tb) GB.noalias() += G.transpose() * A;        // dB = G^T A
+            else GB.noalias() += G.transpose() * A.transpose();           // dB = G^T A^T
+        }
+        break;
+    }
+    case Op::Add:
+        if (in_needs(0)) broadcast_accumulate<T>(gin(0), G, nullptr, T(1));
+        if (in_needs(1)) broadcast_accumulate<T>(gin(1), G, nullptr, T(1));
+        break;
+    case Op::Sub:
+        if (in_needs(0)) broadcast_accumulate<T>(gin(0), G, nullptr, T(1));
+        if (in_needs(1)) broadcast_accumulate<T>(gin(1), G, nullptr, T(-1));
+        break;
+    case Op::Mul:
+        if (in_needs(0)) broadcast_accumulate<T>(gin(0), G, &vin(1), T(1));
+        if (in_needs(1)) broadcast_accumulate<T>(gin(1), G, &vin(0), T(1));
+        break;
+    case Op::Scale:
+        if (in_needs(0)) gin(0) += nd.s * G;
+        break;
+    case Op::AddScalar:
+        if (in_needs(0)) gin(0) += G;
+        break;
+    case Op::Relu:
+        if (in_needs(0)) gin(0).array() += G.array() * (vin(0).array() > T(0)).template cast<T>();
+        break;
+    case Op::Tanh:
+        if (in_needs(0)) gin(0).array() += G.array() * (T(1) - Y.array().square());
+        break;
+    case Op::Sigmoid:
+        if (in_needs(0)) gin(0).array() += G.array() * Y.array() * (T(1) - Y.array());
+        break;
+    case Op::Softplus:
+        if (in_needs(0)) gin(0).array() += G.array() * vin(0).array().unaryExpr([](T x) { return sigmoid_scalar(x); });
+        break;
+    case Op::Exp:
+        if (in_needs(0)) gin(0).array() += G.array() * Y.array();
+        break;
+    case Op::Log:
+        if (in_needs(0)) gin(0).array() += G.array() / vin(0).array();
+        break;
+    case Op::Square:
+        if (in_needs(0)) gin(0).array() += T(2) * G.array() * vin(0).array();
+        break;
+    case Op::SoftmaxRows:
+        if (in_needs(0)) {
+            // dx = y * (g - sum(g * y)) per column
+            M & GX = gin(0);
+            for (Eigen::Index j = 0; j < Y.cols(); j++) {
+                const T dot = G.col(j).dot(Y.col(j));
+                GX.col(j).array() += Y.col(j).array() * (G.col(j).array() - dot);
+            }
+        }
+        break;
+    case Op::Sum:
+        if (in_needs(0)) gin(0).array() += G(0, 0);
+        break;
+    case Op::SumRows:
+        if (in_needs(0)) gin(0).rowwise() += G.row(0);
+        break;
+    case Op::SumCols:
+        if (in_needs(0)) gin(0).colwise() += G.col(0);
+        break;
+    case Op::Slice:
+        if (in_needs(0)) gin(0).block(nd.i0, nd.i2, nd.i1, nd.i3) += G;
+        break;
+    case Op::ConcatRows: {
+        Eigen::Index r = 0;
+        for (size_t k = 0; k < nd.in.size(); k++) {
+            const Eigen::Index rk = vin((int)k).rows();
+            if (in_needs((int)k)) gin((int)k) += G.middleRows(r, rk);
+            r += rk;
+        }
+        break;
+    }
+    case Op::ConcatCols: {
+        Eigen::Index c = 0;
+        for (size_t k = 0; k < nd.in.size(); k++) {
+            const Eigen::Index ck = vin((int)k).cols();
+            if (in_needs((int)k)) gin((int)k) += G.middleCols(c, ck);
+            c += ck;
+        }
+        break;
+    }
+    case Op::BMatMul: {
+        const Node & na = nodes_[nd.in[0]];
+        const Node & nb = nodes_[nd.in[1]];
+        const M & A = vin(0);
+        const M & B = vin(1);
+        const bool ta = nd.f0, tb = nd.f1;
+        const bool need_a = in_needs(0), need_b = in_needs(1);
+        for (Eigen::Index j = 0; j < G.cols(); j++) {
+            const Eigen::Index ja = A.cols() == 1 ? 0 : j, jb = B.cols() == 1 ? 0 : j;
+            CMap<T> Aj(A.data() + ja * A.rows(), na.br, na.bc);
+            CMap<T> Bj(B.data() + jb * B.rows(), nb.br, nb.bc);
+            CMap<T> Gj(G.data() + j * G.rows(), nd.br, nd.bc);
+            if (need_a) {
+                MMap<T> GAj(gin(0).data() + ja * A.rows(), na.br, na.bc);
+                if (!ta && !tb) GAj.noalias() += Gj.lazyProduct(Bj.transpose());
+                else if (ta && !tb) GAj.noalias() += Bj.lazyProduct(Gj.transpose());
+                else if (!ta && tb) GAj.noalias() += Gj.lazyProduct(Bj);
+                else GAj.noalias() += Bj.transpose().lazyProduct(Gj.transpose());
+            }
+            if (need_b) {
+                MMap<T> GBj(gin(1).data() + jb * B.rows(), nb.br, nb.bc);
+                if (!ta && !tb) GBj.noalias() += Aj.transpose().lazyProduct(Gj);
+                else if (ta && !tb) GBj.noalias() += Aj.lazyProduct(Gj);
+                else if (!ta && tb) GBj.noalias() += Gj.transpose().lazyProduct(Aj);
+                else GBj.noalias() += Gj.transpose().lazyProduct(Aj.transpose());
+            }
+        }
+        break;
+    }
+    case Op::BTranspose:
+        if (in_needs(0)) {
+            const Node & na = nodes_[nd.in[0]];
+            M & GA = gin(0);
+            for (Eigen::Index j = 0; j < G.cols(); j++)
+                MMap<T>(GA.data() + j * GA.rows(), na.br, na.bc) += CMap<T>(G.data() + j * G.rows(), nd.br, nd.bc).transpose();
+        }
+        break;
+    case Op::BDiag:
+        if (in_needs(0)) {
+            M & GV = gin(0);
+            const Eigen::Index n = GV.rows();
+            for (Eigen::Index j = 0; j < G.cols(); j++)
+                for (Eigen::Index i = 0; i < n; i++) GV(i, j) += G(i * n + i, j);
+        }
+        break;
+    case Op::BCholesky:
+        if (in_needs(0)) {
+            // A = L L^T. With Phi(X) = lower triangle of X with a halved diagonal:
+            //   S = L^{-T} Phi(L^T Lbar) L^{-1},  Abar = (S + S^T) / 2   (the symmetric gradient)
+            const int n = nd.br;
+            M & GA = gin(0);
+            for (Eigen::Index j = 0; j < G.cols(); j++) {
+                CMap<T> Lj(Y.data() + j * Y.rows(), n, n);
+                SM<T> Lbar = CMap<T>(G.data() + j * G.rows(), n, n).template triangularView<Eigen::Lower>();
+                SM<T> P = Lj.transpose().lazyProduct(Lbar);
+                for (int c = 0; c < n; c++) {
+                    P(c, c) *= T(0.5);
+                    for (int r = 0; r < c; r++) P(r, c) = T(0);
+                }
+                // S = L^{-T} P L^{-1}: solve L^T X = P, then S L = X  <=>  L^T S^T = X^T
+                Lj.transpose().template triangularView<Eigen::Upper>().solveInPlace(P);
+                SM<T> St = P.transpose();
+                Lj.transpose().template triangularView<Eigen::Upper>().solveInPlace(St);
+                MMap<T> GAj(GA.data() + j * GA.rows(), n, n);
+                GAj += T(0.5) * (St + St.transpose());
+            }
+        }
+        break;
+    case Op::BTriSolve: {
+        // Y = L^{-1} X:   Xbar = L^{-T} G,  Lbar = -tril(Xbar Y^T)
+        // Y = L^{-T} X:   Xbar = L^{-1} G,  Lbar = -tril(Y Xbar^T)
+        const Node & nl = nodes_[nd.in[0]];
+        const M & Lv = vin(0);
+        const M & Xv = vin(1);
+        const int n = nl.br, m = nd.bc;
+        const bool need_l = in_needs(0), need_x = in_needs(1);
+        for (Eigen::Index j = 0; j < G.cols(); j++) {
+            const Eigen::Index jl = Lv.cols() == 1 ? 0 : j, jx = Xv.cols() == 1 ? 0 : j;
+            CMap<T> Lj(Lv.data() + jl * Lv.rows(), n, n);
+            CMap<T> Yj(Y.data() + j * Y.rows(), n, m);
+            SM<T> Xbar = CMap<T>(G.data() + j * G.rows(), n, m);
+            if (!nd.f0) Lj.transpose().template triangularView<Eigen::Upper>().solveInPlace(Xbar);
+            else Lj.template triangularView<Eigen::Lower>().solveInPlace(Xbar);
+            if (need_x) MMap<T>(gin(1).data() + jx * Xv.rows(), n, m) += Xbar;
+            if (need_l) {
+                MMap<T> GLj(gin(0).data() + jl * Lv.rows(), n, n);
+                SM<T> outer = nd.f0 ? SM<T>(Yj.lazyProduct(Xbar.transpose())) : SM<T>(Xbar.lazyProduct(Yj.transpose()));
+                GLj.template triangularView<Eigen::Lower>() -= outer;
+            }
+        }
+        break;
+    }
+    case Op::BCholLogDet:
+        if (in_needs(0)) {
+            const int n = nodes_[nd.in[0]].br;
+            const M & Lv = vin(0);
+            M & GL = gin(0);
+            for (Eigen::Index j = 0; j < G.cols(); j++)
+                for (int i = 0; i < n; i++) GL(i * n + i, j) += T(2) * G(0, j) / Lv(i * n + i, j);
+        }
+        break;
+    case Op::BernoulliLogits: {
+        const M & Lg = vin(0);
+        const M & X = vin(1);
+        if (in_needs(0)) {
+            M & GL = gin(0);
+            for (Eigen::Index j = 0; j < Lg.cols(); j++)
+                for (Eigen::Index i = 0; i < Lg.rows(); i++) GL(i, j) += G(0, j) * (X(i, j) - sigmoid_scalar(Lg(i, j)));
+        }
+        if (in_needs(1)) {
+            M & GX = gin(1);
+            for (Eigen::Index j = 0; j < Lg.cols(); j++)
+                for (Eigen::Index i = 0; i < Lg.rows(); i++) GX(i, j) += G(0, j) * Lg(i, j);
+        }
+        break;
+    }
+    case Op::GaussDiagLogPdf: {
+        const M & X = vin(0);
+        const M & Mu = vin(1);
+        const M & Lv = vin(2);
+        const Eigen::Index n = X.rows();
+        for (Eigen::Index j = 0; j < X.cols(); j++) {
+            const Eigen::Index jm = Mu.cols() == 1 ? 0 : j, jv = Lv.cols() == 1 ? 0 : j;
+            for (Eigen::Index i = 0; i < n; i++) {
+                const T r = X(i, j) - Mu(i, jm);
+                const T ivar = std::exp(-Lv(i, jv));
+                if (in_needs(0)) gin(0)(i, j) -= G(0, j) * r * ivar;
+                if (in_needs(1)) gin(1)(i, jm) += G(0, j) * r * ivar;
+                if (in_needs(2)) gin(2)(i, jv) += T(-0.5) * G(0, j) * (T(1) - r * r * ivar);
+            }
+        }
+        break;
+    }
+    case Op::GaussCholLogPdf: {
+        // v = L^{-1} r, w = L^{-T} v = Sigma^{-1} r:
+        //   dx = -g w,  dmu = g w,  dL = g (tril(w v^T) - diag(1 / L_ii))
+        const M & X = vin(0);
+        const M & Mu = vin(1);
+        const M & Lv = vin(2);
+        const int n = (int)X.rows();
+        for (Eigen::Index j = 0; j < X.cols(); j++) {
+            const Eigen::Index jm = Mu.cols() == 1 ? 0 : j, jl = Lv.cols() == 1 ? 0 : j;
+            CMap<T> Lj(Lv.data() + jl * Lv.rows(), n, n);
+            Eigen::Matrix<T, Eigen::Dynamic, 1, 0, kMaxSmall, 1> v = nd.aux.col(j);
+            Eigen::Matrix<T, Eigen::Dynamic, 1, 0, kMaxSmall, 1> w = v;
+            Lj.transpose().template triangularView<Eigen::Upper>().solveInPlace(w);
+            const T g = G(0, j);
+            if (in_needs(0)) gin(0).col(j) -= g * w;
+            if (in_needs(1)) gin(1).col(jm) += g * w;
+            if (in_needs(2)) {
+                MMap<T> GLj(gin(2).data() + jl * Lv.rows(), n, n);
+                for (int c = 0; c < n; c++) {
+                    for (int r = c; r < n; r++) GLj(r, c) += g * w(r) * v(c);
+                    GLj(c, c) -= g / Lj(c, c);
+                }
+            }
+        }
+        break;
+    }
+    }
+}
+
+template class Tape<float>;
+template class Tape<double>;
+
+} // namespace ekvae

@@ -1,0 +1,164 @@
+// autodiff.h: reverse-mode automatic differentiation on Eigen matrices.
+//
+// A Tape<T> records operations on whole matrices (never on scalars). Each recorded node keeps
+// its value and what its backward pass needs; backward() walks the tape in reverse and
+// accumulates gradients. Layout conventions (column-major, one column per sample):
+//
+//   a batch of B vectors of size n          [n, B]
+//   a batch of B small r x c matrices      [r*c, B]  (each column a column-major r x c matrix)
+//   a per-sample scalar                     [1, B]
+//
+// Batches are columns of one matrix, so the tape's length does not grow with the batch size;
+// the batched small-matrix ops (bmm, bcholesky, btrisolve, ...) loop over the columns inside
+// one node. A batched operand with a single column is broadcast to every sample.
+//
+// Buffers: reset() keeps every node's storage, so a step that records the same sequence of
+// shapes as the previous one allocates nothing in the tape (Eigen's matrix products may still
+// use their own blocking workspace).
+//
+// Templated on the scalar type: training runs in float, gradient checks in double
+// (explicit instantiations for float and double live in autodiff.cpp).
+#pragma once
+#include <Eigen/Dense>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ekvae {
+
+template <class T> using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+
+// A named trainable matrix with its gradient (accumulated by Tape::backward).
+template <class T> struct Param {
+    std::string name;
+    Mat<T> value;
+    Mat<T> grad;
+};
+
+// A handle to a node of a tape.
+struct Var {
+    int id = -1;
+};
+
+enum class Op : uint8_t {
+    Constant, Parameter,
+    MatMul, Add, Sub, Mul, Scale, AddScalar,
+    Relu, Tanh, Sigmoid, Softplus, Exp, Log, Square,
+    SoftmaxRows, Sum, SumRows, SumCols,
+    Slice, ConcatRows, ConcatCols,
+    BMatMul, BTranspose, BDiag, BCholesky, BTriSolve, BCholLogDet,
+    BernoulliLogits, GaussDiagLogPdf, GaussCholLogPdf,
+};
+
+template <class T> class Tape {
+public:
+    using M = Mat<T>;
+
+    // ---- leaves -------------------------------------------------------------------------
+    // A constant (copied into the tape); no gradient flows into it.
+    Var constant(const M & value);
+    // A constant whose small-matrix shape is r x c ([r*c, B]).
+    Var constant_batch(const M & value, int r, int c);
+    // A trainable parameter: its value is read in place and its grad accumulated by backward().
+    Var param(Param<T> & p);
+    // The same parameter read as a batch of r x c matrices (value [r*c, 1] or [r*c, B]).
+    Var param_batch(Param<T> & p, int r, int c);
+
+    // ---- dense ops ----------------------------------------------------------------------
+    // op(a) op(b), op = transpose when the flag is set                     [m, k] x [k, n]
+    Var matmul(Var a, Var b, bool transpose_a = false, bool transpose_b = false);
+    // Elementwise a + b, a - b, a * b. Each operand may be broadcast: shape [n, B], [n, 1],
+    // [1, B] or [1, 1] against the other.
+    Var add(Var a, Var b);
+    Var sub(Var a, Var b);
+    Var mul(Var a, Var b);
+    Var scale(Var a, T s);      // s * a
+    Var add_scalar(Var a, T s); // a + s
+    Var neg(Var a) { return scale(a, T(-1)); }
+    Var relu(Var a);
+    Var tanh(Var a);
+    Var sigmoid(Var a);
+    Var softplus(Var a); // log(1 + exp(a)), stable
+    Var exp(Var a);
+    Var log(Var a);
+    Var square(Var a);
+    Var softmax_rows(Var a); // softmax over dimension 0 (each column sums to 1)
+    Var sum(Var a);          // -> [1, 1]
+    Var sum_rows(Var a);     // sum over dimension 0 -> [1, B]
+    Var sum_cols(Var a);     // sum over dimension 1 -> [n, 1]
+    Var mean(Var a) { return scale(sum(a), T(1) / T(value(a).size())); }
+    // a(r0 : r0 + nr, c0 : c0 + nc)
+    Var slice(Var a, int r0, int nr, int c0, int nc);
+    Var slice_rows(Var a, int r0, int nr) { return slice(a, r0, nr, 0, (int)value(a).cols()); }
+    Var slice_cols(Var a, int c0, int nc) { return slice(a, 0, (int)value(a).rows(), c0, nc); }
+    Var concat_rows(const std::vector<Var> & parts); // stacked vertically
+    Var concat_cols(const std::vector<Var> & parts); // side by side
+
+    // ---- batched small-matrix ops (each column one small matrix) ----------------------
+    // Reinterpret a [r*c, B] value as a batch of r x c matrices (a copy; small).
+    Var as_batch(Var a, int r, int c);
+    // op(A_b) op(B_b) for every sample b                                   -> [m*n, B]
+    Var bmm(Var a, Var b, bool transpose_a = false, bool transpose_b = false);
+    Var btranspose(Var a);
+    // diagonal matrices from vectors [n, B] -> [n*n, B]
+    Var bdiag(Var v);
+    // lower Cholesky factor of each symmetric positive-definite A_b (only the lower triangle is
+    // read; the gradient is the symmetric one). A failure sets error() and yields NaN.
+    Var bcholesky(Var a);
+    // L_b^{-1} X_b (or L_b^{-T} X_b when transpose) with L_b lower triangular
+    Var btrisolve(Var L, Var X, bool transpose = false);
+    // log det(L_b L_b^T) = 2 sum log diag(L_b)                                -> [1, B]
+    Var bchol_logdet(Var L);
+    // (A + A^T) / 2
+    Var bsymmetrize(Var a) { return scale(add(a, btranspose(a)), T(0.5)); }
+
+    // ---- fused, numerically stable log-densities (one value per column, [1, B]) --------
+    // sum_i x_i log sigmoid(l_i) + (1 - x_i) log(1 - sigmoid(l_i)); x constant in [0, 1]
+    Var bernoulli_logits(Var logits, Var x);
+    // log N(x; mu, diag(exp(logvar))); mu and logvar may be [n, 1] (broadcast)
+    Var gauss_diag_logpdf(Var x, Var mu, Var logvar);
+    // log N(x; mu, L L^T), L a batch of lower-triangular n x n factors; mu may be [n, 1]
+    Var gauss_chol_logpdf(Var x, Var mu, Var L);
+
+    // ---- running ------------------------------------------------------------------------
+    const M & value(Var v) const;
+    const M & grad(Var v) const { return nodes_[v.id].grad; }
+    T scalar(Var v) const { return value(v)(0, 0); }
+    // Small-matrix shape of a batched value.
+    int brows(Var v) const { return nodes_[v.id].br; }
+    int bcols(Var v) const { return nodes_[v.id].bc; }
+
+    // Backpropagates from a [1, 1] node (seed 1): accumulates into every Param's grad
+    // (callers zero Param grads between steps) and into node grads readable with grad().
+    void backward(Var loss);
+    // Forgets the recorded ops but keeps their buffers for the next step.
+    void reset();
+    int size() const { return n_; }
+    // Non-empty after a numerical failure (e.g. a Cholesky of a non-positive-definite matrix).
+    const std::string & error() const { return error_; }
+
+private:
+    struct Node {
+        Op op = Op::Constant;
+        std::vector<int> in;        // input node ids
+        M value;                    // the node's value (unused for parameters)
+        M grad;                     // d loss / d value, filled by backward()
+        M aux;                      // what the backward pass needs beyond inputs and value
+        Param<T> * param = nullptr; // for Op::Parameter
+        int br = 0, bc = 1;         // small-matrix shape of a batched value
+        int i0 = 0, i1 = 0, i2 = 0, i3 = 0;
+        bool f0 = false, f1 = false;
+        T s = T(0);
+        bool needs_grad = false;
+    };
+    std::vector<Node> nodes_;
+    int n_ = 0;
+    std::string error_;
+
+    Node & push(Op op, std::initializer_list<Var> inputs);
+    M & val(int id) { return nodes_[id].param ? nodes_[id].param->value : nodes_[id].value; }
+    const M & val(int id) const { return nodes_[id].param ? nodes_[id].param->value : nodes_[id].value; }
+    void backward_node(int id);
+};
+
+} // namespace ekvae
