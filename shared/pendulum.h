@@ -31,6 +31,11 @@ struct PendulumState {
 // theta wrapped to (-pi, pi]
 double wrap_angle(double theta);
 
+// s = sin(x), c = cos(x) within about 1 ulp, computed the same way on every machine and in
+// WebAssembly (C library sin/cos differ in the last bit between libms, which chaotic
+// dynamics would amplify into different datasets). NaN for non-finite x.
+void portable_sin_cos(double x, double & s, double & c);
+
 // One step of the world under torque u (clipped). Returns the next state, theta wrapped.
 PendulumState pendulum_step(const PendulumParams & p, PendulumState s, double u);
 

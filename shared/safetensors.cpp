@@ -1,0 +1,364 @@
+// safetensors.cpp: reader and writer for the safetensors format, on byte buffers.
+//
+// The reader trusts nothing in the file: every length, shape and offset is checked (with
+// overflow-safe arithmetic) before anything is allocated or copied, and it never reads
+// outside [data, data + size).
+#include "safetensors.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+// The raw tensor bytes are copied as they are, so the host must be little-endian (x86, ARM,
+// WebAssembly all are).
+#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "ekvae assumes a little-endian host");
+#endif
+
+namespace ekvae {
+
+using json = nlohmann::json;
+
+namespace {
+
+// Deepest JSON nesting accepted in a header. A valid header has depth 3
+// ({"name": {"shape": [..]}}); the limit only keeps nlohmann's recursive parser off the
+// stack-overflow path on hostile input.
+constexpr int kMaxJsonDepth = 8;
+
+// a * b, or false when it does not fit in int64 (a, b >= 0)
+bool mul_checked(int64_t a, int64_t b, int64_t & out) {
+    if (a != 0 && b > std::numeric_limits<int64_t>::max() / a) return false;
+    out = a * b;
+    return true;
+}
+
+std::string shape_string(const std::vector<int64_t> & shape) {
+    std::string s = "[";
+    for (size_t i = 0; i < shape.size(); i++) {
+        if (i) s += ", ";
+        s += std::to_string(shape[i]);
+    }
+    return s + "]";
+}
+
+// Scans the header text for bracket nesting deeper than max_depth, skipping string contents.
+// Returns the maximum depth seen (stops early once over the limit).
+int json_nesting_depth(const char * p, size_t n, int max_depth) {
+    int depth = 0, deepest = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (in_string) {
+            if (c == '\\') i++;          // skip the escaped character
+            else if (c == '"') in_string = false;
+            continue;
+        }
+        if (c == '"') in_string = true;
+        else if (c == '{' || c == '[') {
+            depth++;
+            deepest = std::max(deepest, depth);
+            if (deepest > max_depth) return deepest;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return deepest;
+}
+
+// Reads a JSON integer that must be >= 0 into out. False for anything else.
+bool json_nonneg_int(const json & v, int64_t & out) {
+    if (v.is_number_unsigned()) {
+        uint64_t u = v.get<uint64_t>();
+        if (u > (uint64_t)std::numeric_limits<int64_t>::max()) return false;
+        out = (int64_t)u;
+        return true;
+    }
+    if (v.is_number_integer()) {
+        int64_t i = v.get<int64_t>();
+        if (i < 0) return false;
+        out = i;
+        return true;
+    }
+    return false;
+}
+
+struct Entry {
+    std::string name;
+    std::string dtype;
+    std::vector<int64_t> shape;
+    int64_t begin = 0, end = 0; // offsets into the data section
+};
+
+// Validates one tensor entry of the header (everything except its position relative to
+// the other tensors). data_size is the length of the data section.
+bool parse_entry(const std::string & name, const json & v, uint64_t data_size, Entry & e,
+                 std::string & err) {
+    const std::string where = "tensor '" + name + "': ";
+    if (!v.is_object()) { err = where + "header entry is not a JSON object"; return false; }
+    if (!v.contains("dtype")) { err = where + "missing 'dtype'"; return false; }
+    if (!v.contains("shape")) { err = where + "missing 'shape'"; return false; }
+    if (!v.contains("data_offsets")) { err = where + "missing 'data_offsets'"; return false; }
+
+    const json & dt = v["dtype"];
+    if (!dt.is_string()) { err = where + "'dtype' is not a string"; return false; }
+    e.name = name;
+    e.dtype = dt.get<std::string>();
+    const int esize = safetensors_dtype_size(e.dtype);
+    if (esize == 0) { err = where + "unknown dtype '" + e.dtype + "'"; return false; }
+
+    const json & sh = v["shape"];
+    if (!sh.is_array()) { err = where + "'shape' is not an array"; return false; }
+    if (sh.size() > (size_t)kMaxTensorRank) {
+        err = where + "shape has rank " + std::to_string(sh.size()) + ", more than the limit of " +
+              std::to_string(kMaxTensorRank);
+        return false;
+    }
+    int64_t numel = 1;
+    for (const json & d : sh) {
+        int64_t dim = 0;
+        if (!json_nonneg_int(d, dim)) {
+            err = where + "shape dimension " + d.dump() + " is not a non-negative integer";
+            return false;
+        }
+        e.shape.push_back(dim);
+        if (!mul_checked(numel, dim, numel)) {
+            err = where + "element count of shape overflows (tensor too large)";
+            return false;
+        }
+    }
+    int64_t nbytes = 0;
+    if (!mul_checked(numel, esize, nbytes)) {
+        err = where + "byte size of shape overflows (tensor too large)";
+        return false;
+    }
+
+    const json & off = v["data_offsets"];
+    if (!off.is_array() || off.size() != 2 || !json_nonneg_int(off[0], e.begin) ||
+        !json_nonneg_int(off[1], e.end)) {
+        err = where + "'data_offsets' must be [begin, end] with non-negative integers";
+        return false;
+    }
+    if (e.begin > e.end) {
+        err = where + "data_offsets begin " + std::to_string(e.begin) + " > end " +
+              std::to_string(e.end);
+        return false;
+    }
+    if ((uint64_t)e.end > data_size) {
+        err = where + "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
+              "] out of range: the data section has " + std::to_string(data_size) +
+              " bytes (truncated file?)";
+        return false;
+    }
+    if (e.end - e.begin != nbytes) {
+        err = where + "data_offsets span " + std::to_string(e.end - e.begin) + " bytes but " +
+              e.dtype + " " + shape_string(e.shape) + " needs " + std::to_string(nbytes) +
+              " bytes (size mismatch)";
+        return false;
+    }
+    return true;
+}
+
+} // namespace
+
+int safetensors_dtype_size(const std::string & dtype) {
+    if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;
+    if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
+    if (dtype == "F16" || dtype == "BF16" || dtype == "I16" || dtype == "U16") return 2;
+    if (dtype == "I8" || dtype == "U8" || dtype == "BOOL" || dtype == "F8_E4M3" ||
+        dtype == "F8_E5M2")
+        return 1;
+    return 0;
+}
+
+int64_t Tensor::numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+}
+
+std::vector<float> Tensor::to_f32() const {
+    const size_t n = (size_t)numel();
+    std::vector<float> out;
+    if (dtype == "F32" && data.size() == n * 4) {
+        out.resize(n);
+        if (n) std::memcpy(out.data(), data.data(), n * 4);
+    } else if (dtype == "F64" && data.size() == n * 8) {
+        out.resize(n);
+        for (size_t i = 0; i < n; i++) {
+            double x;
+            std::memcpy(&x, data.data() + i * 8, 8);
+            out[i] = (float)x;
+        }
+    }
+    return out;
+}
+
+namespace {
+template <typename T>
+Tensor tensor_from(const char * dtype, const T * x, std::vector<int64_t> shape) {
+    Tensor t;
+    t.dtype = dtype;
+    t.shape = std::move(shape);
+    const size_t n = (size_t)t.numel();
+    t.data.resize(n * sizeof(T));
+    if (n) std::memcpy(t.data.data(), x, n * sizeof(T));
+    return t;
+}
+} // namespace
+
+Tensor Tensor::from_f32(const float * x, std::vector<int64_t> shape) { return tensor_from("F32", x, std::move(shape)); }
+Tensor Tensor::from_f64(const double * x, std::vector<int64_t> shape) { return tensor_from("F64", x, std::move(shape)); }
+Tensor Tensor::from_i64(const int64_t * x, std::vector<int64_t> shape) { return tensor_from("I64", x, std::move(shape)); }
+Tensor Tensor::from_u64(const uint64_t * x, std::vector<int64_t> shape) { return tensor_from("U64", x, std::move(shape)); }
+
+const Tensor * SafeTensors::find(const std::string & name) const {
+    auto it = tensors.find(name);
+    return it == tensors.end() ? nullptr : &it->second;
+}
+
+const Tensor * SafeTensors::require(const std::string & name, const std::string & dtype,
+                                    const std::vector<int64_t> & shape, std::string & err) const {
+    const Tensor * t = find(name);
+    if (!t) {
+        err = "missing tensor '" + name + "'";
+        return nullptr;
+    }
+    if (t->dtype != dtype || t->shape != shape) {
+        err = "tensor '" + name + "': expected " + dtype + " " + shape_string(shape) + ", found " +
+              t->dtype + " " + shape_string(t->shape);
+        return nullptr;
+    }
+    return t;
+}
+
+bool safetensors_parse(const uint8_t * data, size_t size, SafeTensors & out, std::string & err) {
+    out = SafeTensors();
+    // 8-byte little-endian header length n
+    if (data == nullptr || size < 8) {
+        err = "truncated file: " + std::to_string(size) +
+              " bytes, but a safetensors file starts with an 8-byte header length";
+        return false;
+    }
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = (n << 8) | data[i];
+    if (n > kMaxSafetensorsHeader) {
+        err = "header length " + std::to_string(n) + " exceeds the limit of " +
+              std::to_string(kMaxSafetensorsHeader) + " bytes (not a safetensors file?)";
+        return false;
+    }
+    if (n > size - 8) {
+        err = "header length " + std::to_string(n) + " is longer than the file (" +
+              std::to_string(size - 8) + " bytes after the length; truncated file?)";
+        return false;
+    }
+    const char * header = (const char *)data + 8;
+    const uint64_t data_size = size - 8 - n;
+    const uint8_t * body = data + 8 + n;
+
+    // JSON header, nesting depth checked before the (recursive) parser sees it
+    if (json_nesting_depth(header, n, kMaxJsonDepth) > kMaxJsonDepth) {
+        err = "malformed header: JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels";
+        return false;
+    }
+    json h = json::parse(header, header + n, nullptr, false);
+    if (h.is_discarded()) {
+        err = "malformed JSON in header";
+        return false;
+    }
+    if (!h.is_object()) {
+        err = "malformed header: the JSON header is not an object";
+        return false;
+    }
+
+    // Validate every entry before allocating anything.
+    std::vector<Entry> entries;
+    std::map<std::string, std::string> metadata;
+    try {
+        for (auto it = h.begin(); it != h.end(); ++it) {
+            const std::string & name = it.key();
+            if (name == "__metadata__") {
+                if (!it.value().is_object()) {
+                    err = "'__metadata__' is not a JSON object";
+                    return false;
+                }
+                for (auto m = it.value().begin(); m != it.value().end(); ++m) {
+                    if (!m.value().is_string()) {
+                        err = "'__metadata__' value for key '" + m.key() + "' is not a string";
+                        return false;
+                    }
+                    metadata[m.key()] = m.value().get<std::string>();
+                }
+                continue;
+            }
+            Entry e;
+            if (!parse_entry(name, it.value(), data_size, e, err)) return false;
+            entries.push_back(std::move(e));
+        }
+    } catch (const std::exception & ex) {
+        // type accessors should not throw after the checks above; this is a last guard
+        err = std::string("malformed header: ") + ex.what();
+        return false;
+    }
+
+    // Tensors must not share bytes: sort by begin and compare neighbours (empty tensors,
+    // begin == end, occupy nothing and cannot overlap).
+    std::vector<const Entry *> order;
+    for (const Entry & e : entries)
+        if (e.end > e.begin) order.push_back(&e);
+    std::sort(order.begin(), order.end(),
+              [](const Entry * a, const Entry * b) { return a->begin < b->begin; });
+    for (size_t i = 1; i < order.size(); i++) {
+        if (order[i]->begin < order[i - 1]->end) {
+            err = "tensors '" + order[i - 1]->name + "' and '" + order[i]->name +
+                  "' overlap in the data section";
+            return false;
+        }
+    }
+
+    // All checked: the total copied is at most data_size bytes.
+    out.metadata = std::move(metadata);
+    for (const Entry & e : entries) {
+        Tensor t;
+        t.dtype = e.dtype;
+        t.shape = e.shape;
+        t.data.assign(body + e.begin, body + e.end);
+        out.tensors[e.name] = std::move(t);
+    }
+    return true;
+}
+
+std::vector<uint8_t> safetensors_serialize(const SafeTensors & st) {
+    // header: tensors in name order (std::map), data contiguous in that order
+    json h = json::object();
+    if (!st.metadata.empty()) {
+        json m = json::object();
+        for (const auto & kv : st.metadata) m[kv.first] = kv.second;
+        h["__metadata__"] = m;
+    }
+    uint64_t offset = 0;
+    for (const auto & kv : st.tensors) {
+        const Tensor & t = kv.second;
+        json e = json::object();
+        e["dtype"] = t.dtype;
+        e["shape"] = t.shape;
+        e["data_offsets"] = {offset, offset + t.data.size()};
+        h[kv.first] = e;
+        offset += t.data.size();
+    }
+    // invalid UTF-8 in names is replaced rather than throwing
+    std::string text = h.dump(-1, ' ', false, json::error_handler_t::replace);
+    while (text.size() % 8 != 0) text += ' '; // pad with spaces to a multiple of 8
+
+    std::vector<uint8_t> out;
+    out.reserve(8 + text.size() + offset);
+    const uint64_t n = text.size();
+    for (int i = 0; i < 8; i++) out.push_back((uint8_t)(n >> (8 * i)));
+    out.insert(out.end(), text.begin(), text.end());
+    for (const auto & kv : st.tensors) out.insert(out.end(), kv.second.data.begin(), kv.second.data.end());
+    return out;
+}
+
+} // namespace ekvae
