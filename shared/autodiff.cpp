@@ -18,13 +18,6 @@ template <class T> using SM = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, E
 template <class T> using CMap = Eigen::Map<const Mat<T>>;
 template <class T> using MMap = Eigen::Map<Mat<T>>;
 
-template <class T> T softplus_scalar(T x) { return std::max(x, T(0)) + std::log1p(std::exp(-std::abs(x))); }
-template <class T> T sigmoid_scalar(T x) {
-    if (x >= 0) return T(1) / (T(1) + std::exp(-x));
-    T e = std::exp(x);
-    return e / (T(1) + e);
-}
-
 void check(bool ok, const char * what) {
     if (!ok) throw std::invalid_argument(what);
 }
@@ -153,6 +146,21 @@ template <class T> Var Tape<T>::param_batch(Param<T> & p, int r, int c) {
 
 // ---- dense ops --------------------------------------------------------------------------
 
+template <class T> Var Tape<T>::linear(Var x, Var W, Var b, Activation act) {
+    Node & nd = push(Op::Linear, {x, W, b});
+    const M & X = val(x.id);
+    const M & Wv = val(W.id);
+    const M & bv = val(b.id);
+    check(Wv.cols() == X.rows() && bv.rows() == Wv.rows() && bv.cols() == 1, "linear: shapes differ");
+    nd.i0 = (int)act;
+    nd.value.noalias() = Wv * X;
+    if (act == Activation::Relu) nd.value = (nd.value.colwise() + bv.col(0)).cwiseMax(T(0));
+    else if (act == Activation::Tanh) nd.value = (nd.value.colwise() + bv.col(0)).array().tanh().matrix();
+    else nd.value.colwise() += bv.col(0);
+    nd.br = (int)nd.value.rows();
+    return Var{n_ - 1};
+}
+
 template <class T> Var Tape<T>::matmul(Var a, Var b, bool ta, bool tb) {
     Node & nd = push(Op::MatMul, {a, b});
     nd.f0 = ta;
@@ -209,24 +217,25 @@ template <class T> Var Tape<T>::mul(Var a, Var b) {
     return Var{n_ - 1};
 }
 
+// Elementwise ops as Eigen array expressions (vectorised exp/log/tanh/logistic).
 #define EKVAE_UNARY(NAME, OP, EXPR)                                  \
     template <class T> Var Tape<T>::NAME(Var a) {                    \
         Node & nd = push(OP, {a});                                   \
-        const M & X = val(a.id);                                     \
-        nd.value.resize(X.rows(), X.cols());                         \
-        nd.value.array() = X.array().unaryExpr([](T x) { return EXPR; }); \
+        const auto x = val(a.id).array();                            \
+        nd.value.resize(x.rows(), x.cols());                         \
+        nd.value.array() = EXPR;                                     \
         nd.br = nodes_[a.id].br;                                     \
         nd.bc = nodes_[a.id].bc;                                     \
         return Var{n_ - 1};                                          \
     }
 
-EKVAE_UNARY(relu, Op::Relu, x > T(0) ? x : T(0))
-EKVAE_UNARY(tanh, Op::Tanh, std::tanh(x))
-EKVAE_UNARY(sigmoid, Op::Sigmoid, sigmoid_scalar(x))
-EKVAE_UNARY(softplus, Op::Softplus, softplus_scalar(x))
-EKVAE_UNARY(exp, Op::Exp, std::exp(x))
-EKVAE_UNARY(log, Op::Log, std::log(x))
-EKVAE_UNARY(square, Op::Square, x * x)
+EKVAE_UNARY(relu, Op::Relu, x.max(T(0)))
+EKVAE_UNARY(tanh, Op::Tanh, x.tanh())
+EKVAE_UNARY(sigmoid, Op::Sigmoid, x.logistic())
+EKVAE_UNARY(softplus, Op::Softplus, x.max(T(0)) + (-x.abs()).exp().log1p())
+EKVAE_UNARY(exp, Op::Exp, x.exp())
+EKVAE_UNARY(log, Op::Log, x.log())
+EKVAE_UNARY(square, Op::Square, x.square())
 #undef EKVAE_UNARY
 
 template <class T> Var Tape<T>::scale(Var a, T s) {
@@ -481,15 +490,9 @@ template <class T> Var Tape<T>::bernoulli_logits(Var logits, Var x) {
     const M & Lg = val(logits.id);
     const M & X = val(x.id);
     check(Lg.rows() == X.rows() && Lg.cols() == X.cols(), "bernoulli_logits: shapes differ");
-    nd.value.resize(1, Lg.cols());
-    for (Eigen::Index j = 0; j < Lg.cols(); j++) {
-        T s = 0;
-        for (Eigen::Index i = 0; i < Lg.rows(); i++) {
-            const T l = Lg(i, j);
-            s += X(i, j) * l - softplus_scalar(l); // x log s(l) + (1-x) log(1-s(l))
-        }
-        nd.value(0, j) = s;
-    }
+    // x log s(l) + (1 - x) log(1 - s(l)) = x l - softplus(l)
+    const auto l = Lg.array();
+    nd.value = (X.array() * l - (l.max(T(0)) + (-l.abs()).exp().log1p())).matrix().colwise().sum();
     nd.br = 1;
     return Var{n_ - 1};
 }
@@ -551,11 +554,23 @@ template <class T> void Tape<T>::backward(Var loss) {
         Node & nd = nodes_[i];
         if (!nd.needs_grad) continue;
         const M & v = val(i);
-        nd.grad.setZero(v.rows(), v.cols());
+        nd.grad.resize(v.rows(), v.cols());
+        nd.grad_fresh = true;
     }
     nodes_[loss.id].grad(0, 0) = T(1);
+    nodes_[loss.id].grad_fresh = false;
+    // A node whose grad was never written has a zero gradient: nothing to propagate.
     for (int i = loss.id; i >= 0; i--)
-        if (nodes_[i].needs_grad) backward_node(i);
+        if (nodes_[i].needs_grad && !nodes_[i].grad_fresh) backward_node(i);
+}
+
+template <class T> typename Tape<T>::M & Tape<T>::grad_acc(int id) {
+    Node & nd = nodes_[id];
+    if (nd.grad_fresh) {
+        nd.grad.setZero();
+        nd.grad_fresh = false;
+    }
+    return nd.grad;
 }
 
 template <class T> void Tape<T>::backward_node(int id) {
@@ -563,7 +578,19 @@ template <class T> void Tape<T>::backward_node(int id) {
     const M & G = nd.grad;
     const M & Y = val(id);
     auto in_needs = [&](int k) { return nodes_[nd.in[k]].needs_grad; };
-    auto gin = [&](int k) -> M & { return nodes_[nd.in[k]].grad; };
+    auto gin = [&](int k) -> M & { return grad_acc(nd.in[k]); };
+    // For products: the first write assigns (no zeroing pass), later ones accumulate.
+    auto first = [&](int k) {
+        Node & ni = nodes_[nd.in[k]];
+        const bool f = ni.grad_fresh;
+        ni.grad_fresh = false;
+        return f;
+    };
+    auto gemm_acc = [&](int k, const auto & product) {
+        M & g = nodes_[nd.in[k]].grad;
+        if (first(k)) g.noalias() = product;
+        else g.noalias() += product;
+    };
     auto vin = [&](int k) -> const M & { return val(nd.in[k]); };
 
     switch (nd.op) {
@@ -575,24 +602,36 @@ template <class T> void Tape<T>::backward_node(int id) {
         p.grad += G;
         break;
     }
+    case Op::Linear: {
+        // Y = act(W X + b): D = G * act'(Y); dW = D X^T, db = rowsum(D), dX = W^T D
+        const M & X = vin(0);
+        const M & Wv = vin(1);
+        const Activation act = (Activation)nd.i0;
+        M & D = nd.aux;
+        if (act == Activation::Relu) D = (Y.array() > T(0)).select(G, T(0));
+        else if (act == Activation::Tanh) D = (G.array() * (T(1) - Y.array().square())).matrix();
+        const M & Dv = act == Activation::None ? G : D;
+        if (in_needs(1)) gemm_acc(1, Dv * X.transpose());
+        if (in_needs(2)) gin(2) += Dv.rowwise().sum();
+        if (in_needs(0)) gemm_acc(0, Wv.transpose() * Dv);
+        break;
+    }
     case Op::MatMul: {
         // C = op(A) op(B)
         const M & A = vin(0);
         const M & B = vin(1);
         const bool ta = nd.f0, tb = nd.f1;
         if (in_needs(0)) {
-            M & GA = gin(0);
-            if (!ta && !tb) GA.noalias() += G * B.transpose();            // dA = G B^T
-            else if (ta && !tb) GA.noalias() += B * G.transpose();        // C = A^T B: dA = B G^T
-            else if (!ta && tb) GA.noalias() += G * B;                    // C = A B^T: dA = G B
-            else GA.noalias() += B.transpose() * G.transpose();           // C = A^T B^T: dA = B^T G^T
+            if (!ta && !tb) gemm_acc(0, G * B.transpose());                // dA = G B^T
+            else if (ta && !tb) gemm_acc(0, B * G.transpose());            // C = A^T B: dA = B G^T
+            else if (!ta && tb) gemm_acc(0, G * B);                        // C = A B^T: dA = G B
+            else gemm_acc(0, B.transpose() * G.transpose());               // C = A^T B^T: dA = B^T G^T
         }
         if (in_needs(1)) {
-            M & GB = gin(1);
-            if (!ta && !tb) GB.noalias() += A.transpose() * G;            // dB = A^T G
-            else if (ta && !tb) GB.noalias() += A * G;                    // dB = A G
-            else if (!ta && tb) GB.noalias() += G.transpose() * A;        // dB = G^T A
-            else GB.noalias() += G.transpose() * A.transpose();           // dB = G^T A^T
+            if (!ta && !tb) gemm_acc(1, A.transpose() * G);                // dB = A^T G
+            else if (ta && !tb) gemm_acc(1, A * G);                        // dB = A G
+            else if (!ta && tb) gemm_acc(1, G.transpose() * A);            // dB = G^T A
+            else gemm_acc(1, G.transpose() * A.transpose());               // dB = G^T A^T
         }
         break;
     }
@@ -624,7 +663,7 @@ template <class T> void Tape<T>::backward_node(int id) {
         if (in_needs(0)) gin(0).array() += G.array() * Y.array() * (T(1) - Y.array());
         break;
     case Op::Softplus:
-        if (in_needs(0)) gin(0).array() += G.array() * vin(0).array().unaryExpr([](T x) { return sigmoid_scalar(x); });
+        if (in_needs(0)) gin(0).array() += G.array() * vin(0).array().logistic();
         break;
     case Op::Exp:
         if (in_needs(0)) gin(0).array() += G.array() * Y.array();
@@ -779,16 +818,9 @@ template <class T> void Tape<T>::backward_node(int id) {
     case Op::BernoulliLogits: {
         const M & Lg = vin(0);
         const M & X = vin(1);
-        if (in_needs(0)) {
-            M & GL = gin(0);
-            for (Eigen::Index j = 0; j < Lg.cols(); j++)
-                for (Eigen::Index i = 0; i < Lg.rows(); i++) GL(i, j) += G(0, j) * (X(i, j) - sigmoid_scalar(Lg(i, j)));
-        }
-        if (in_needs(1)) {
-            M & GX = gin(1);
-            for (Eigen::Index j = 0; j < Lg.cols(); j++)
-                for (Eigen::Index i = 0; i < Lg.rows(); i++) GX(i, j) += G(0, j) * Lg(i, j);
-        }
+        // d/dl = x - sigmoid(l), d/dx = l, each scaled by the column's upstream gradient
+        if (in_needs(0)) gin(0).array() += (X.array() - Lg.array().logistic()).rowwise() * G.row(0).array();
+        if (in_needs(1)) gin(1).array() += Lg.array().rowwise() * G.row(0).array();
         break;
     }
     case Op::GaussDiagLogPdf: {

@@ -40,9 +40,12 @@ struct Var {
     int id = -1;
 };
 
+// Activation of a fused Linear layer.
+enum class Activation { Relu, Tanh, None };
+
 enum class Op : uint8_t {
     Constant, Parameter,
-    MatMul, Add, Sub, Mul, Scale, AddScalar,
+    Linear, MatMul, Add, Sub, Mul, Scale, AddScalar,
     Relu, Tanh, Sigmoid, Softplus, Exp, Log, Square,
     SoftmaxRows, Sum, SumRows, SumCols,
     Slice, ConcatRows, ConcatCols,
@@ -65,6 +68,9 @@ public:
     Var param_batch(Param<T> & p, int r, int c);
 
     // ---- dense ops ----------------------------------------------------------------------
+    // A fused layer act(W x + b): x [n_in, B], W [n_out, n_in], b [n_out, 1] -> [n_out, B].
+    // One node instead of four, so a layer costs one pass over its output each way.
+    Var linear(Var x, Var W, Var b, Activation act);
     // op(a) op(b), op = transpose when the flag is set                     [m, k] x [k, n]
     Var matmul(Var a, Var b, bool transpose_a = false, bool transpose_b = false);
     // Elementwise a + b, a - b, a * b. Each operand may be broadcast: shape [n, B], [n, 1],
@@ -150,6 +156,7 @@ private:
         bool f0 = false, f1 = false;
         T s = T(0);
         bool needs_grad = false;
+        bool grad_fresh = false;    // backward(): grad not written yet (logically zero)
     };
     std::vector<Node> nodes_;
     int n_ = 0;
@@ -159,6 +166,8 @@ private:
     M & val(int id) { return nodes_[id].param ? nodes_[id].param->value : nodes_[id].value; }
     const M & val(int id) const { return nodes_[id].param ? nodes_[id].param->value : nodes_[id].value; }
     void backward_node(int id);
+    // The gradient of node id for accumulation, zeroed on first use.
+    M & grad_acc(int id);
 };
 
 } // namespace ekvae

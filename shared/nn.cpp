@@ -43,13 +43,7 @@ Linear<T> make_linear(Params<T> & ps, const std::string & name, int n_in, int n_
 }
 
 template <class T> Var MLP<T>::forward(Tape<T> & t, Var x) const {
-    for (size_t i = 0; i < layers.size(); i++) {
-        x = layers[i].forward(t, x);
-        if (i + 1 < layers.size()) {
-            if (act == Activation::Relu) x = t.relu(x);
-            else if (act == Activation::Tanh) x = t.tanh(x);
-        }
-    }
+    for (size_t i = 0; i < layers.size(); i++) x = layers[i].forward(t, x, i + 1 < layers.size() ? act : Activation::None);
     return x;
 }
 

@@ -24,14 +24,14 @@ template <class T> struct Params {
     size_t numel() const;
 };
 
-enum class Activation { Relu, Tanh, None };
-
 // Initialisation: Kaiming (He) normal for ReLU layers, Xavier (Glorot) normal otherwise;
 // biases start at zero.
 template <class T> struct Linear {
     Param<T> * W = nullptr; // [n_out, n_in]
     Param<T> * b = nullptr; // [n_out, 1]
-    Var forward(Tape<T> & t, Var x) const { return t.add(t.matmul(t.param(*W), x), t.param(*b)); }
+    Var forward(Tape<T> & t, Var x, Activation act = Activation::None) const {
+        return t.linear(x, t.param(*W), t.param(*b), act);
+    }
 };
 
 template <class T> Linear<T> make_linear(Params<T> & ps, const std::string & name, int n_in, int n_out,

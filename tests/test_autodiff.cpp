@@ -98,6 +98,9 @@ static void grad_check(const char * name, std::vector<Md> inputs, const Fn & f, 
 TEST_CASE("dense ops: gradients match central differences") {
     Rng rng(1);
     Md A = randn(3, 4, rng), B = randn(4, 5, rng), Bt = randn(5, 4, rng), At = randn(4, 3, rng);
+    Md Xl = randn(4, 6, rng), Wl = randn(3, 4, rng), bl = randn(3, 1, rng);
+    for (Activation act : {Activation::Relu, Activation::Tanh, Activation::None})
+        grad_check("linear", {Xl, Wl, bl}, [act](Tape<double> & t, const std::vector<Var> & v) { return t.linear(v[0], v[1], v[2], act); });
     grad_check("matmul", {A, B}, [](Tape<double> & t, const std::vector<Var> & v) { return t.matmul(v[0], v[1]); });
     grad_check("matmul^T.", {At, B}, [](Tape<double> & t, const std::vector<Var> & v) { return t.matmul(v[0], v[1], true, false); });
     grad_check("matmul.^T", {A, Bt}, [](Tape<double> & t, const std::vector<Var> & v) { return t.matmul(v[0], v[1], false, true); });
