@@ -11,7 +11,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 
 native_pkgs="cmake g++ make pkg-config libeigen3-dev nlohmann-json3-dev doctest-dev libstb-dev python3 python3-numpy python3-matplotlib"
-full_pkgs="$native_pkgs libsdl2-dev libimgui-dev emscripten chromium xvfb dpkg-dev"
+full_pkgs="$native_pkgs libsdl2-dev libimgui-dev emscripten chromium xvfb xauth dpkg-dev"
 pkgs=$full_pkgs
 # Node.js with npm may come from elsewhere (it does on these machines); only ask Debian when missing.
 if [ "$mode" != "--native" ] && ! { command -v node && command -v npm; } >/dev/null 2>&1; then pkgs="$pkgs nodejs npm"; fi

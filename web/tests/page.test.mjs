@@ -31,7 +31,7 @@ const types = {
   '.safetensors': 'application/octet-stream',
 };
 // A host page for the iframe check (not a file of the site).
-const EMBED_PAGE = '<!doctype html><html><body style="margin:0">' +
+const EMBED_PAGE = '<!doctype html><html><head><link rel="icon" href="data:,"></head><body style="margin:0">' +
   '<div style="width:480px;height:320px"><iframe id="demo" src="index.html?ui=minimal" ' +
   'style="width:100%;height:100%;border:0"></iframe></div></body></html>';
 

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# THE test command: installs what is missing, builds native and WebAssembly, runs every test.
+#   scripts/test.sh
+# 1. scripts/setup.sh                         (Debian packages, SDL2/ImGui sources, playwright-core)
+# 2. native build in build/ + ctest           (doctest unit tests, CLI tests)
+# 3. wasm build in build-wasm/ (site in build-wasm/site/)
+# 4. browser test: headless Chromium on the built site (web/tests/page.test.mjs);
+#    screenshots in build-wasm/test-output/
+# 5. ekvae_viewer under Xvfb for 300 frames, with a screenshot that must not be blank
+# Build failures stop at once; test failures are collected and reported at the end.
+# Exit status 0 only when everything passed.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+jobs=${EKVAE_JOBS:-2}
+# Build folders (overridable, e.g. to test the script without touching build/).
+build=${EKVAE_BUILD_DIR:-build}
+wbuild=${EKVAE_WASM_BUILD_DIR:-build-wasm}
+# Debian's emscripten needs Debian's node modules (acorn, ...) for optimised links.
+export NODE_PATH=/usr/share/nodejs
+failed=()
+started=$(date +%s)
+step() { echo; echo "== $* ($(( $(date +%s) - started )) s)"; }
+
+step "setup"
+scripts/setup.sh
+
+step "native build ($build/)"
+cmake -B "$build" -DCMAKE_BUILD_TYPE=Release
+cmake --build "$build" -j"$jobs"
+
+step "native tests (ctest)"
+ctest --test-dir "$build" --output-on-failure -j"$jobs" || failed+=("ctest")
+
+step "wasm build ($wbuild/)"
+emcmake cmake -B "$wbuild"
+cmake --build "$wbuild" -j"$jobs"
+
+step "browser test (headless Chromium)"
+timeout -k 10 300 node web/tests/page.test.mjs "$wbuild/site" "$wbuild/test-output" || failed+=("browser")
+
+step "native viewer under Xvfb"
+viewer=$build/native/ekvae_viewer
+if [ ! -x "$viewer" ]; then
+  echo "FAIL: $viewer was not built (libimgui-dev, libsdl2-dev and OpenGL are needed)"
+  failed+=("viewer")
+elif ! command -v xvfb-run >/dev/null; then
+  echo "FAIL: xvfb-run not found (apt-get install xvfb xauth)"
+  failed+=("viewer")
+else
+  shot=$build/viewer-test.png
+  rm -f "$shot"
+  if out=$(timeout -k 10 180 xvfb-run -a -s "-screen 0 1280x800x24" "$viewer" --frames 300 --screenshot "$shot" 2>&1); then
+    echo "$out"
+    colours=$(echo "$out" | sed -n 's/.*colours=\([0-9]*\).*/\1/p')
+    if [ -s "$shot" ] && [ "${colours:-0}" -ge 50 ]; then
+      echo "ok   ekvae_viewer: 300 frames, screenshot $shot with $colours colours"
+    else
+      echo "FAIL: the viewer's screenshot is missing or blank (colours=${colours:-?})"
+      failed+=("viewer")
+    fi
+  else
+    echo "$out"
+    echo "FAIL: ekvae_viewer under Xvfb exited with an error"
+    failed+=("viewer")
+  fi
+fi
+
+step "done"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "all tests passed"
