@@ -275,6 +275,10 @@ bool parse_app_args(int argc, char ** argv, AppOptions & opt, std::vector<std::s
 }
 
 void app_init(App & app, const AppOptions & opt) {
+    // The panels are fixed tiles: a focused title bar would mean nothing, so look the same.
+    ImGuiStyle & style = ImGui::GetStyle();
+    style.Colors[ImGuiCol_TitleBgActive] = style.Colors[ImGuiCol_TitleBg];
+    style.WindowRounding = 4.f;
     app.opt = opt;
     app.paused = false;
     app.speed = 1.f;

@@ -56,7 +56,8 @@ struct App {
     long frames = 0;             // frames drawn
 };
 
-// Sets up the app: the pendulum hanging down (theta = pi) with a small push.
+// Sets up the app (and its ImGui style: call after ImGui::CreateContext): the pendulum
+// hanging down (theta = pi) with a small push.
 void app_init(App & app, const AppOptions & opt);
 // Puts the pendulum at (theta, omega), time back to 0.
 void app_reset(App & app, double theta, double omega);

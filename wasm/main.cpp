@@ -227,7 +227,6 @@ int main(int argc, char ** argv) {
     ImGuiIO & io = ImGui::GetIO();
     io.IniFilename = nullptr; // no file system in the browser; the layout is computed each frame
     ImGui::StyleColorsDark();
-    ImGui::GetStyle().WindowRounding = 4.f;
     ImGui_ImplSDL2_InitForOpenGL(loop.window, loop.gl);
     ImGui_ImplOpenGL3_Init(glsl_version);
 

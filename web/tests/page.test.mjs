@@ -236,6 +236,41 @@ async function main() {
       check(r[0] === true && r[1] === false, `covered: ${r}`);
     });
 
+    await test('arrow keys apply full torque while held', async () => {
+      await page.evaluate(() => { window.ekvae.setTorque(0); window.ekvae.reset(Math.PI, 0); });
+      await page.keyboard.down('ArrowRight');
+      await sleep(400);
+      const held = await page.evaluate(() => window.ekvae.state());
+      await page.keyboard.up('ArrowRight');
+      await page.keyboard.down('ArrowLeft');
+      await sleep(400);
+      const left = await page.evaluate(() => window.ekvae.state());
+      await page.keyboard.up('ArrowLeft');
+      await sleep(400);
+      const released = await page.evaluate(() => window.ekvae.state());
+      check(held.torque === 2, `-> held: torque ${held.torque}`);
+      check(left.torque === -2, `<- held: torque ${left.torque}`);
+      check(released.torque === 0, `released: torque ${released.torque}`);
+    });
+
+    await test('dragging pulls the pendulum toward the pointer', async () => {
+      // Layout of app.cpp at 1280x800: controls 300 px, the pendulum panel x in [312, 850],
+      // its pivot near (581, 260). A point at the panel's right edge, level with the pivot,
+      // is at angle +pi/2; from hanging down (pi) the pull is counter-clockwise: u < 0.
+      await page.evaluate(() => { window.ekvae.setTorque(0); window.ekvae.reset(Math.PI, 0); });
+      await page.mouse.move(830, 260);
+      await page.mouse.down();
+      await sleep(400);
+      const dragged = await page.evaluate(() => window.ekvae.state());
+      await page.mouse.up();
+      await sleep(400);
+      const released = await page.evaluate(() => window.ekvae.state());
+      check(dragged.torque < -1, `while dragging: torque ${dragged.torque}, theta ${dragged.theta}`);
+      check(dragged.theta > 0 && dragged.theta < Math.PI - 0.01, `theta ${dragged.theta} did not move toward the pointer`);
+      check(released.torque === 0, `released: torque ${released.torque}`);
+      return `torque ${dragged.torque.toFixed(2)}, theta ${dragged.theta.toFixed(3)}`;
+    });
+
     await test('screenshot is not blank', async () => {
       await page.evaluate(() => { window.ekvae.reset(2.5, 0); window.ekvae.setTorque(1); });
       await sleep(300);
