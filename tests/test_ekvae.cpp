@@ -1,0 +1,437 @@
+// Tests for ekvae.h: the Kalman filter and smoother against a dense joint-Gaussian computation,
+// the backward sampler against the smoothed posterior (marginals and the joint), the whole
+// objective's gradient against central differences, lambda's update, exact resumption,
+// the model file, and the evaluation metrics on hand-made cases.
+#include "ekvae.h"
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+
+using namespace ekvae;
+using Md = Eigen::MatrixXd;
+using Vd = Eigen::VectorXd;
+
+namespace {
+
+// A linear-Gaussian EKVAE: K = 1 makes alpha = 1, so F = I + A_1, B = B_1, Q fixed.
+struct LinearSystem {
+    int nz = 3, na = 2, T = 6;
+    Md F, Bv, Q, H, R, P1;
+    Vd mu1;
+};
+
+double softplus(double x) { return std::log1p(std::exp(x)); }
+
+void make_linear_model(Ekvae<double> & m, LinearSystem & s) {
+    EkvaeConfig c;
+    c.n_z = s.nz; c.n_a = s.na; c.K = 1; c.image_size = 4; c.enc_hidden = {4}; c.dec_hidden = {4}; c.alpha_hidden = {4};
+    c.jitter = 0;
+    ekvae_init(m, c, 3);
+    Rng rng(11);
+    for (Eigen::Index i = 0; i < m.A->value.size(); i++) m.A->value(i) = 0.2 * rng.normal();
+    for (Eigen::Index i = 0; i < m.Bm->value.size(); i++) m.Bm->value(i) = rng.normal();
+    for (Eigen::Index i = 0; i < m.H->value.size(); i++) m.H->value(i) = rng.normal();
+    for (Eigen::Index i = 0; i < m.q_raw->value.size(); i++) m.q_raw->value(i) = -1.0 + 0.3 * rng.normal();
+    for (Eigen::Index i = 0; i < m.r_raw->value.size(); i++) m.r_raw->value(i) = -0.5 + 0.3 * rng.normal();
+    for (Eigen::Index i = 0; i < m.mu1->value.size(); i++) m.mu1->value(i) = rng.normal();
+    for (Eigen::Index i = 0; i < m.p1_raw->value.size(); i++) m.p1_raw->value(i) = 0.5 * rng.normal();
+    const int nz = s.nz, na = s.na;
+    s.F = Md::Identity(nz, nz) + Eigen::Map<Md>(m.A->value.data(), nz, nz);
+    s.Bv = Eigen::Map<Md>(m.Bm->value.data(), nz, 1);
+    s.Q = Md::Zero(nz, nz);
+    s.P1 = Md::Zero(nz, nz);
+    for (int i = 0; i < nz; i++) {
+        s.Q(i, i) = softplus(m.q_raw->value(i, 0)) + c.q_min;
+        s.P1(i, i) = softplus(m.p1_raw->value(i, 0));
+    }
+    s.H = Eigen::Map<Md>(m.H->value.data(), na, nz);
+    s.R = Md::Zero(na, na);
+    for (int i = 0; i < na; i++) s.R(i, i) = softplus(m.r_raw->value(i, 0)) + c.r_min;
+    s.mu1 = m.mu1->value.col(0);
+}
+
+// Dense joint Gaussian of z_{1:T} given u: mean mu [T nz], covariance S [T nz, T nz].
+void dense_prior(const LinearSystem & s, const Vd & u, Vd & mu, Md & S) {
+    const int nz = s.nz, T = s.T;
+    mu.resize(T * nz);
+    S = Md::Zero(T * nz, T * nz);
+    mu.segment(0, nz) = s.mu1;
+    S.block(0, 0, nz, nz) = s.P1;
+    for (int t = 1; t < T; t++) {
+        mu.segment(t * nz, nz) = s.F * mu.segment((t - 1) * nz, nz) + s.Bv * u(t - 1);
+        // Cov(z_t, z_j) = F Cov(z_{t-1}, z_j) for j < t; Var(z_t) = F Var(z_{t-1}) F^T + Q
+        for (int j = 0; j < t; j++) {
+            S.block(t * nz, j * nz, nz, nz) = s.F * S.block((t - 1) * nz, j * nz, nz, nz);
+            S.block(j * nz, t * nz, nz, nz) = S.block(t * nz, j * nz, nz, nz).transpose();
+        }
+        S.block(t * nz, t * nz, nz, nz) = s.F * S.block((t - 1) * nz, (t - 1) * nz, nz, nz) * s.F.transpose() + s.Q;
+    }
+}
+
+// Condition the dense prior on observations a_{1:k}: posterior mean and covariance of z_{1:T}.
+void dense_posterior(const LinearSystem & s, const Vd & mu, const Md & S, const Vd & a, int k, Vd & pm, Md & PS) {
+    const int nz = s.nz, na = s.na, T = s.T;
+    Md Hb = Md::Zero(k * na, T * nz), Rb = Md::Zero(k * na, k * na);
+    for (int t = 0; t < k; t++) {
+        Hb.block(t * na, t * nz, na, nz) = s.H;
+        Rb.block(t * na, t * na, na, na) = s.R;
+    }
+    const Md G = S * Hb.transpose() * (Hb * S * Hb.transpose() + Rb).inverse();
+    pm = mu + G * (a.head(k * na) - Hb * mu);
+    PS = S - G * Hb * S;
+}
+
+double dense_logpdf(const Vd & x, const Vd & m, const Md & S) {
+    const Vd r = x - m;
+    return -0.5 * (x.size() * std::log(2 * M_PI) + std::log(S.determinant()) + r.dot(S.inverse() * r));
+}
+
+} // namespace
+
+TEST_CASE("Kalman filter and RTS smoother match the dense joint-Gaussian posterior") {
+    Ekvae<double> m;
+    LinearSystem s;
+    make_linear_model(m, s);
+    const int nz = s.nz, na = s.na, T = s.T;
+    Rng rng(21);
+    Vd u(T), a(T * na);
+    for (int t = 0; t < T; t++) u(t) = rng.uniform(-2, 2);
+    for (int i = 0; i < T * na; i++) a(i) = rng.normal();
+    Tape<double> t;
+    Var av = t.constant(Eigen::Map<Md>(a.data(), na, T));
+    Var uv = t.constant(u.transpose());
+    KalmanResult<double> kr;
+    kalman_filter(t, m, av, uv, 1, T, kr);
+    rts_smoother(t, m, kr, true);
+    REQUIRE(t.error().empty());
+    Vd mu;
+    Md S;
+    dense_prior(s, u, mu, S);
+    Vd pm;
+    Md PS;
+    dense_posterior(s, mu, S, a, T, pm, PS);
+    double max_err = 0;
+    for (int k = 0; k < T; k++) {
+        // filtered: conditioned on a_{1:k+1}
+        Vd fm;
+        Md FS;
+        dense_posterior(s, mu, S, a, k + 1, fm, FS);
+        max_err = std::max(max_err, (t.value(kr.m[k]) - fm.segment(k * nz, nz)).cwiseAbs().maxCoeff());
+        max_err = std::max(max_err, (t.value(kr.P[k]).reshaped(nz, nz) - FS.block(k * nz, k * nz, nz, nz)).cwiseAbs().maxCoeff());
+        // smoothed: conditioned on everything
+        max_err = std::max(max_err, (t.value(kr.ms[k]) - pm.segment(k * nz, nz)).cwiseAbs().maxCoeff());
+        max_err = std::max(max_err, (t.value(kr.Ps[k]).reshaped(nz, nz) - PS.block(k * nz, k * nz, nz, nz)).cwiseAbs().maxCoeff());
+    }
+    INFO("max abs difference to the dense computation: " << max_err);
+    CHECK(max_err < 1e-6);
+
+    // The joint posterior density of a backward sample: log p(a|z) + log p(z|u) - log p(z|a,u)
+    // must equal the marginal likelihood log p(a|u) for ANY z (exact for a linear system).
+    Md eps(nz, T);
+    for (Eigen::Index i = 0; i < eps.size(); i++) eps(i) = rng.normal();
+    Var log_post;
+    Var z = backward_sample(t, m, kr, eps, log_post);
+    Vd zv = Eigen::Map<const Vd>(t.value(z).data(), nz * T);
+    double log_paz = 0;
+    for (int k = 0; k < T; k++) log_paz += dense_logpdf(a.segment(k * na, na), s.H * zv.segment(k * nz, nz), s.R);
+    Md Hb = Md::Zero(T * na, T * nz), Rb = Md::Zero(T * na, T * na);
+    for (int k = 0; k < T; k++) {
+        Hb.block(k * na, k * nz, na, nz) = s.H;
+        Rb.block(k * na, k * na, na, na) = s.R;
+    }
+    const double log_pa = dense_logpdf(a, Hb * mu, Hb * S * Hb.transpose() + Rb);
+    const double identity = log_paz + dense_logpdf(zv, mu, S) - t.scalar(log_post);
+    CHECK(std::abs(identity - log_pa) < 1e-8);
+    // and log p(z|a,u) itself against the dense posterior density
+    CHECK(std::abs(t.scalar(log_post) - dense_logpdf(zv, pm, PS)) < 1e-8);
+}
+
+TEST_CASE("backward sampling draws from the joint smoothed posterior") {
+    Ekvae<double> m;
+    LinearSystem s;
+    make_linear_model(m, s);
+    const int nz = s.nz, na = s.na, T = s.T, N = 20000;
+    Rng rng(22);
+    Vd u(T), a(T * na);
+    for (int t = 0; t < T; t++) u(t) = rng.uniform(-2, 2);
+    for (int i = 0; i < T * na; i++) a(i) = rng.normal();
+    // N copies of one sequence: each column is an independent sample of z_{1:T}
+    Md A(na, T * N), U(1, T * N), eps(nz, T * N);
+    for (int k = 0; k < T; k++)
+        for (int b = 0; b < N; b++) {
+            A.col(k * N + b) = a.segment(k * na, na);
+            U(0, k * N + b) = u(k);
+        }
+    for (Eigen::Index i = 0; i < eps.size(); i++) eps(i) = rng.normal();
+    Tape<double> t;
+    KalmanResult<double> kr;
+    kalman_filter(t, m, t.constant(A), t.constant(U), N, T, kr);
+    Var log_post;
+    Var z = backward_sample(t, m, kr, eps, log_post);
+    Md Z(N, T * nz); // one row per sample: (z_1, ..., z_T)
+    for (int k = 0; k < T; k++) Z.middleCols(k * nz, nz) = t.value(z).middleCols(k * N, N).transpose();
+    Vd mu, pm;
+    Md S, PS;
+    dense_prior(s, u, mu, S);
+    dense_posterior(s, mu, S, a, T, pm, PS);
+    const Vd emp_mean = Z.colwise().mean();
+    const Md C = Z.rowwise() - emp_mean.transpose();
+    const Md emp_cov = C.transpose() * C / (N - 1);
+    // tolerance from the sampling error: 5 standard errors
+    double worst_mean = 0, worst_cov = 0;
+    for (int i = 0; i < T * nz; i++) {
+        worst_mean = std::max(worst_mean, std::abs(emp_mean(i) - pm(i)) / std::sqrt(PS(i, i) / N));
+        for (int j = 0; j < T * nz; j++) {
+            const double se = std::sqrt((PS(i, i) * PS(j, j) + PS(i, j) * PS(i, j)) / N);
+            worst_cov = std::max(worst_cov, std::abs(emp_cov(i, j) - PS(i, j)) / se);
+        }
+    }
+    INFO("largest deviations in standard errors: mean " << worst_mean << ", covariance (incl. across time) " << worst_cov);
+    CHECK(worst_mean < 5);
+    CHECK(worst_cov < 5);
+}
+
+TEST_CASE("the whole EKVAE objective: gradients match central differences (double, tiny model)") {
+    EkvaeConfig c;
+    c.image_size = 3; c.n_a = 2; c.n_z = 2; c.K = 3; c.enc_hidden = {5}; c.dec_hidden = {5}; c.alpha_hidden = {4};
+    c.jitter = 0; c.init_scale_A = 0.3;
+    const int B = 2, T = 4, D = 9;
+    Ekvae<double> m;
+    ekvae_init(m, c, 5);
+    Rng rng(31);
+    Md X(D, B * T), U(1, B * T);
+    for (Eigen::Index i = 0; i < X.size(); i++) X(i) = rng.uniform();
+    for (Eigen::Index i = 0; i < U.size(); i++) U(i) = rng.uniform(-2, 2);
+    for (double lambda : {-1.0, 3.0}) {
+        Tape<double> t;
+        auto loss = [&](bool backward) {
+            t.reset();
+            Rng noise(7); // the same reparameterisation noise for every evaluation
+            EkvaeTerms r = ekvae_objective(t, m, X, U, B, T, noise, lambda, 1.0);
+            if (backward) {
+                m.ps.zero_grad();
+                t.backward(r.loss);
+            }
+            return t.scalar(r.loss);
+        };
+        loss(true);
+        REQUIRE(t.error().empty());
+        std::vector<Md> g;
+        for (auto & p : m.ps.list) g.push_back(p->grad);
+        const double h = 1e-6;
+        int bad = 0, checked = 0;
+        double max_err = 0;
+        for (size_t k = 0; k < m.ps.list.size(); k++) {
+            Md & x = m.ps.list[k]->value;
+            for (Eigen::Index i = 0; i < x.size(); i++) {
+                const double x0 = x(i);
+                x(i) = x0 + h;
+                const double fp = loss(false);
+                x(i) = x0 - h;
+                const double fm = loss(false);
+                x(i) = x0;
+                const double num = (fp - fm) / (2 * h), ana = g[k](i);
+                const double err = std::abs(num - ana);
+                max_err = std::max(max_err, err);
+                checked++;
+                if (err > 1e-5 + 1e-4 * std::max(std::abs(num), std::abs(ana))) {
+                    if (bad < 5) std::printf("objective grad %s[%ld]: analytic %.9g numeric %.9g\n", m.ps.list[k]->name.c_str(), (long)i, ana, num);
+                    bad++;
+                }
+            }
+        }
+        INFO("lambda " << lambda << ": " << bad << " of " << checked << " gradient entries differ; max abs error " << max_err);
+        CHECK(bad == 0);
+    }
+}
+
+TEST_CASE("lambda rises while D > D0, falls once D < D0, and stays within its bounds") {
+    EkvaeConfig c;
+    c.D0 = 10;
+    c.lambda_init = 1;
+    c.lambda_max = 50;
+    c.lambda_min = 0.1;
+    LambdaState l;
+    l.init(c);
+    double prev = l.lambda;
+    for (int i = 0; i < 200; i++) {
+        l.update(c, 30.0);
+        CHECK(l.lambda >= prev);
+        CHECK(l.lambda <= prev * std::exp(c.lambda_max_step) + 1e-12);
+        prev = l.lambda;
+    }
+    CHECK(l.lambda == doctest::Approx(50));
+    int falling = 0;
+    for (int i = 0; i < 400; i++) {
+        l.update(c, 8.0);
+        if (l.lambda < prev) falling++;
+        CHECK(l.lambda <= prev);
+        prev = l.lambda;
+    }
+    CHECK(falling > 100);
+    CHECK(l.lambda == doctest::Approx(0.1));
+    l.update(c, std::nan(""));
+    CHECK(l.lambda == doctest::Approx(0.1));
+}
+
+namespace {
+EkvaeConfig tiny_train_config() {
+    EkvaeConfig c;
+    c.image_size = 8; c.enc_hidden = {32}; c.dec_hidden = {32}; c.alpha_hidden = {16}; c.K = 4;
+    c.batch = 4; c.window = 6; c.steps = 12; c.threads = 2; c.seed = 3;
+    return c;
+}
+Dataset tiny_data(int N = 8, int T = 12, int W = 8, uint64_t seed = 5) {
+    DatasetConfig dc;
+    dc.sequences = N; dc.steps = T; dc.image_size = W; dc.seed = seed;
+    return generate_dataset(dc);
+}
+} // namespace
+
+TEST_CASE("training resumed from a checkpoint equals uninterrupted training") {
+    const EkvaeConfig c = tiny_train_config();
+    const Dataset d = tiny_data();
+    Mat<float> X, U;
+    Trainer a;
+    a.init(c);
+    for (int i = 0; i < 6; i++) {
+        sample_batch(d, c.batch, c.window, a.rng, X, U);
+        REQUIRE(a.train_step(X, U).ok);
+    }
+    Trainer b;
+    b.init(c);
+    for (int i = 0; i < 3; i++) {
+        sample_batch(d, c.batch, c.window, b.rng, X, U);
+        b.train_step(X, U);
+    }
+    std::vector<uint8_t> ck = b.checkpoint();
+    Trainer r;
+    std::string err;
+    REQUIRE(r.restore(ck.data(), ck.size(), err));
+    for (int i = 0; i < 3; i++) {
+        sample_batch(d, c.batch, c.window, r.rng, X, U);
+        r.train_step(X, U);
+    }
+    CHECK(r.step == a.step);
+    CHECK(r.lam.lambda == a.lam.lambda);
+    for (size_t i = 0; i < a.model.ps.list.size(); i++) CHECK(r.model.ps.list[i]->value == a.model.ps.list[i]->value);
+    CHECK(r.opt.step == a.opt.step);
+    // deterministic for a seed: a second uninterrupted run gives the same weights
+    Trainer a2;
+    a2.init(c);
+    for (int i = 0; i < 6; i++) {
+        sample_batch(d, c.batch, c.window, a2.rng, X, U);
+        a2.train_step(X, U);
+    }
+    for (size_t i = 0; i < a.model.ps.list.size(); i++) CHECK(a2.model.ps.list[i]->value == a.model.ps.list[i]->value);
+}
+
+TEST_CASE("a non-finite step is rejected and leaves the weights untouched") {
+    EkvaeConfig c = tiny_train_config();
+    const Dataset d = tiny_data();
+    Trainer tr;
+    tr.init(c);
+    Mat<float> X, U;
+    sample_batch(d, c.batch, c.window, tr.rng, X, U);
+    X(0, 0) = std::numeric_limits<float>::quiet_NaN(); // a poisoned batch
+    std::vector<Mat<float>> before;
+    for (auto & p : tr.model.ps.list) before.push_back(p->value);
+    StepStats st = tr.train_step(X, U);
+    CHECK(!st.ok);
+    CHECK(!st.error.empty());
+    CHECK(tr.rejected == 1);
+    for (size_t i = 0; i < before.size(); i++) CHECK(tr.model.ps.list[i]->value == before[i]);
+    CHECK(params_finite(tr.model.ps));
+}
+
+TEST_CASE("model files round-trip; bad model files are refused with a reason") {
+    EkvaeConfig c = tiny_train_config();
+    Ekvae<float> m;
+    ekvae_init(m, c, 9);
+    m.readout_W.setConstant(0.5f);
+    m.has_readout = true;
+    SafeTensors st;
+    ekvae_to_safetensors(m, st);
+    std::vector<uint8_t> bytes = safetensors_serialize(st);
+    Ekvae<float> back;
+    std::string err;
+    REQUIRE(ekvae_load(bytes.data(), bytes.size(), back, err));
+    CHECK(back.cfg.image_size == 8);
+    CHECK(back.has_readout);
+    for (size_t i = 0; i < m.ps.list.size(); i++) CHECK(back.ps.list[i]->value == m.ps.list[i]->value);
+
+    auto refused = [&](SafeTensors s, const char * needle) {
+        std::vector<uint8_t> b = safetensors_serialize(s);
+        Ekvae<float> x;
+        std::string e;
+        const bool ok = ekvae_load(b.data(), b.size(), x, e);
+        INFO("error: " << e);
+        CHECK(!ok);
+        CHECK(e.find(needle) != std::string::npos);
+    };
+    { SafeTensors s = st; s.tensors.erase("H"); refused(s, "'H'"); }
+    { SafeTensors s = st; float z[2] = {0, 0}; s.tensors["H"] = Tensor::from_f32(z, {2, 1}); refused(s, "'H'"); }
+    { SafeTensors s = st; s.metadata["version"] = "99"; refused(s, "version"); }
+    { SafeTensors s = st; s.metadata.erase("format"); refused(s, "not an ekvae model"); }
+    { SafeTensors s = st; s.metadata["config"] = "{\"n_z\": \"three\"}"; refused(s, "n_z"); }
+    { SafeTensors s = st; s.metadata["config"] = "{\"flux\": 1}"; refused(s, "flux"); }
+    { SafeTensors s = st; float nanv = NAN; std::memcpy(s.tensors["mu1"].data.data(), &nanv, 4); refused(s, "NaN"); }
+}
+
+TEST_CASE("config: JSON round trip, overrides and validation") {
+    EkvaeConfig c;
+    std::string err;
+    EkvaeConfig d;
+    REQUIRE(config_from_json(config_to_json(c), d, err));
+    CHECK(config_to_json(d) == config_to_json(c));
+    CHECK(config_set(d, "lr", "0.002", err));
+    CHECK(d.lr == 0.002);
+    CHECK(config_set(d, "enc_hidden", "[64,32]", err));
+    CHECK(d.enc_hidden == std::vector<int>{64, 32});
+    CHECK(!config_set(d, "batch", "0", err));
+    CHECK(err.find("batch") != std::string::npos);
+    CHECK(!config_set(d, "nonsense", "1", err));
+    CHECK(!config_set(d, "lr", "fast", err));
+    d.objective = "magic";
+    CHECK(!config_validate(d, err));
+    CHECK(err.find("objective") != std::string::npos);
+}
+
+TEST_CASE("evaluation metrics on hand-made cases") {
+    // r2 of an exact linear relation is 1; of an unrelated target about 0 or below
+    Rng rng(41);
+    Md Z(400, 3);
+    for (Eigen::Index i = 0; i < Z.size(); i++) Z(i) = rng.normal();
+    Vd y = 2 * Z.col(0) - Z.col(2) + Vd::Constant(400, 0.5);
+    CHECK(r2_linear(Z.topRows(200), y.head(200), Z.bottomRows(200), y.tail(200)) == doctest::Approx(1.0));
+    Vd noise(400);
+    for (int i = 0; i < 400; i++) noise(i) = rng.normal();
+    CHECK(r2_linear(Z.topRows(200), noise.head(200), Z.bottomRows(200), noise.tail(200)) < 0.1);
+    // k-NN finds a nonlinear function of z that a line cannot
+    Vd yn = Z.col(0).array().square();
+    CHECK(r2_knn(Z.topRows(200), yn.head(200), Z.bottomRows(200), yn.tail(200), 10) > 0.5);
+    CHECK(r2_linear(Z.topRows(200), yn.head(200), Z.bottomRows(200), yn.tail(200)) < 0.2);
+
+    // A pendulum at rest upright: repeating the last frame is a perfect forecast, so the
+    // baseline's MSE is 0 and its angle error is the renderer's centroid error only.
+    Dataset d;
+    d.N = 4; d.T = 48; d.W = 8;
+    d.images.resize((size_t)d.N * d.T * 64);
+    d.actions.assign((size_t)d.N * d.T, 0.0f);
+    d.states.assign((size_t)d.N * d.T * 2, 0.0f);
+    for (int n = 0; n < d.N; n++)
+        for (int k = 0; k < d.T; k++) render_pendulum(0.0, 8, d.images.data() + ((size_t)n * d.T + k) * 64);
+    EkvaeConfig c = tiny_train_config();
+    Ekvae<float> m;
+    ekvae_init(m, c, 1);
+    EvalMetrics e;
+    evaluate(m, d, e, true, 0);
+    REQUIRE(e.baseline_mse.size() == 5);
+    for (double v : e.baseline_mse) CHECK(v == 0.0);
+    for (double v : e.baseline_angle_err) CHECK(v < 1e-6);
+    CHECK(std::isfinite(e.elbo));
+    CHECK(e.distortion > 0);
+    CHECK(m.has_readout);
+}
