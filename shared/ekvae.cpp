@@ -39,7 +39,7 @@ const std::vector<Field> & fields() {
         F_LST(enc_hidden, 1, 4096), F_LST(dec_hidden, 1, 4096), F_LST(alpha_hidden, 1, 4096),
         F_DBL(q_min, 1e-8, 1), F_DBL(r_min, 1e-8, 1), F_DBL(jitter, 0, 1e-1), F_DBL(init_scale_A, 0, 1),
         F_INT(train_sequences, 1, 1000000), F_INT(train_seed, 0, 2147483647), F_INT(test_sequences, 2, 1000000),
-        F_INT(test_seed, 0, 2147483647), F_INT(steps, 2, 100000), F_STR(data),
+        F_INT(test_seed, 0, 2147483647), F_INT(sequence_steps, 2, 100000), F_STR(data),
         F_STR(objective), F_INT(batch, 1, 4096), F_INT(window, 2, 100000), F_DBL(lr, 1e-9, 10), F_DBL(clip_norm, 0, 1e12),
         F_INT(seed, 0, 2147483647), F_INT(train_steps, 0, 2000000000), F_DBL(train_minutes, 0, 1e6), F_INT(threads, 1, 256),
         F_DBL(checkpoint_minutes, 0.01, 1e6), F_INT(log_every, 1, 1000000000), F_INT(eval_every, 0, 1000000000),
@@ -189,8 +189,8 @@ bool config_validate(const EkvaeConfig & c, std::string & err) {
         err = "objective must be 'constrained' or 'elbo', not '" + c.objective + "'";
         return false;
     }
-    if (c.window > c.steps) {
-        err = "window (" + std::to_string(c.window) + ") is longer than the sequences (steps = " + std::to_string(c.steps) + ")";
+    if (c.window > c.sequence_steps) {
+        err = "window (" + std::to_string(c.window) + ") is longer than the sequences (sequence_steps = " + std::to_string(c.sequence_steps) + ")";
         return false;
     }
     if (c.lambda_min > c.lambda_max || c.lambda_init < c.lambda_min || c.lambda_init > c.lambda_max) {
@@ -723,7 +723,7 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
             for (size_t i = 0; i < model.ps.list.size(); i++) model.ps.list[i]->grad += replicas[k - 1]->ps.list[i]->grad;
     }
     st.elbo = -(st.D + st.R);
-    st.lambda = lam.lambda;
+    st.lambda = lambda < 0 ? 1.0 : lam.lambda; // the ELBO is the Lagrangian at lambda = 1
     if (!st.error.empty() || !std::isfinite(st.loss)) {
         if (st.error.empty()) st.error = "non-finite loss";
         st.ok = false;
@@ -741,7 +741,7 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
             st.error = "the update produced non-finite weights";
         }
     }
-    if (st.ok) lam.update(cfg, st.D);
+    if (st.ok && lambda >= 0) lam.update(cfg, st.D);
     else rejected++;
     step++;
     return st;

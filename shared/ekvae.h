@@ -58,7 +58,7 @@ struct EkvaeConfig {
     int train_seed = 1;
     int test_sequences = 200;
     int test_seed = 2;
-    int steps = 64;
+    int sequence_steps = 64; // T of generated sequences
     std::string data;      // training dataset file (safetensors), "" = generate
     // training
     std::string objective = "constrained"; // "constrained" | "elbo"

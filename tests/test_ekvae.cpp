@@ -280,7 +280,7 @@ namespace {
 EkvaeConfig tiny_train_config() {
     EkvaeConfig c;
     c.image_size = 8; c.enc_hidden = {32}; c.dec_hidden = {32}; c.alpha_hidden = {16}; c.K = 4;
-    c.batch = 4; c.window = 6; c.steps = 12; c.threads = 2; c.seed = 3;
+    c.batch = 4; c.window = 6; c.sequence_steps = 12; c.threads = 2; c.seed = 3;
     return c;
 }
 Dataset tiny_data(int N = 8, int T = 12, int W = 8, uint64_t seed = 5) {

@@ -1,0 +1,319 @@
+// ekvae_train: trains an EKVAE on pendulum image sequences.
+//
+//   ekvae_train [--preset pendulum] [--config FILE.json] [--objective constrained|elbo] [--seed S]
+//               [--minutes M | --steps N] [--data FILE.safetensors] [--out DIR] [--resume]
+//               [--threads N] [--<any config key> VALUE]
+//
+// Writes into DIR: config.json (the resolved config), train.jsonl (one line per step, plus
+// probe lines), checkpoint.safetensors (every few minutes, at the end and on Ctrl-C) and
+// model.safetensors (the weights with the config in its metadata: the file the app loads).
+#include "cli.h"
+#include "ekvae.h"
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace ekvae;
+using json = nlohmann::json;
+
+static const char * kUsage =
+    "usage: ekvae_train [--preset pendulum] [--config FILE.json] [--objective constrained|elbo] [--seed S]\n"
+    "                   [--minutes M | --steps N] [--data FILE.safetensors] [--out DIR] [--resume] [--threads N]\n"
+    "                   [--<config key> VALUE ...]   (--help for details)";
+
+static std::atomic<bool> g_stop{false};
+static void on_signal(int) { g_stop = true; }
+
+static std::string dashed(std::string k) {
+    for (char & c : k) if (c == '_') c = '-';
+    return k;
+}
+
+static bool make_dir(const std::string & dir, std::string & err) {
+    std::string cur;
+    std::stringstream ss(dir);
+    std::string part;
+    if (!dir.empty() && dir[0] == '/') cur = "/";
+    while (std::getline(ss, part, '/')) {
+        if (part.empty()) continue;
+        cur += part + "/";
+        if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) {
+            err = "cannot create directory '" + cur + "': " + std::strerror(errno);
+            return false;
+        }
+    }
+    struct stat st;
+    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        err = "'" + dir + "' is not a directory";
+        return false;
+    }
+    return true;
+}
+
+static bool write_text(const std::string & path, const std::string & text, std::string & err) {
+    return write_file_atomic(path, std::vector<uint8_t>(text.begin(), text.end()), err);
+}
+
+// Keeps the log lines of steps <= last_step (a resumed run repeats what came after its checkpoint).
+static void truncate_log(const std::string & path, int64_t last_step) {
+    std::ifstream in(path);
+    if (!in) return;
+    std::string line, kept;
+    while (std::getline(in, line)) {
+        json j = json::parse(line, nullptr, false);
+        if (j.is_discarded() || !j.contains("step") || !j["step"].is_number() || j["step"].get<int64_t>() > last_step) continue;
+        kept += line + "\n";
+    }
+    std::string err;
+    write_text(path, kept, err);
+}
+
+static std::string fmt_time(double s) {
+    char buf[32];
+    if (s < 0 || !std::isfinite(s)) return "?";
+    const int m = (int)(s / 60), sec = (int)s % 60;
+    std::snprintf(buf, sizeof buf, "%d:%02d", m, sec);
+    return buf;
+}
+
+struct Probe {
+    double r2_cos, r2_sin, r2_omega, r2knn_omega;
+};
+
+// r2 probes on held-out sequences during training (smoothed means, a at the encoder mean).
+static Probe probe(Ekvae<float> & m, const Dataset & test) {
+    EvalMetrics e;
+    Dataset sub = test;
+    sub.N = std::min(test.N, 60);
+    // r2 only: a dataset shorter than 48 steps skips the forecasts inside evaluate()
+    sub.T = std::min(test.T, 40);
+    sub.images.resize((size_t)sub.N * test.T * test.W * test.W);
+    Dataset cut;
+    cut.N = sub.N; cut.T = sub.T; cut.W = test.W;
+    for (int n = 0; n < cut.N; n++)
+        for (int k = 0; k < cut.T; k++) {
+            const float * img = test.image(n, k);
+            cut.images.insert(cut.images.end(), img, img + test.W * test.W);
+            cut.actions.push_back(test.action(n, k));
+            cut.states.push_back(test.theta(n, k));
+            cut.states.push_back(test.omega(n, k));
+        }
+    Ekvae<float> & mm = m;
+    evaluate(mm, cut, e, false, 0);
+    return {e.r2_cos, e.r2_sin, e.r2_omega, e.r2knn_omega};
+}
+
+int main(int argc, char ** argv) {
+    std::vector<std::string> value_flags = {"preset", "config", "minutes", "steps", "out"};
+    for (const std::string & k : config_keys()) value_flags.push_back(dashed(k));
+    Args args(argc, argv, value_flags, {"resume", "help"});
+    if (!args.ok()) usage_error(args.err, kUsage);
+    if (args.has("help")) {
+        std::printf("%s\n\nConfig keys (set with --key value, dashes or underscores; defaults of the 'pendulum' preset):\n%s\n",
+                    kUsage, config_to_json(EkvaeConfig{}).c_str());
+        return 0;
+    }
+    const std::string out = args.get_string("out", "runs/pendulum");
+    const bool resume = args.has("resume");
+    std::string err;
+
+    // ---- resolve the config: preset < config file < flags --------------------------------
+    EkvaeConfig cfg;
+    const std::string preset = args.get_string("preset", "pendulum");
+    if (!config_preset(preset, cfg)) usage_error("unknown preset '" + preset + "' (available: pendulum)", kUsage);
+    if (args.has("config")) {
+        std::vector<uint8_t> bytes;
+        if (!read_file(args.get_string("config"), bytes, err, 16u << 20)) usage_error(err, kUsage);
+        if (!config_from_json(std::string(bytes.begin(), bytes.end()), cfg, err))
+            usage_error(args.get_string("config") + ": " + err, kUsage);
+    }
+    std::vector<std::pair<std::string, std::string>> overrides;
+    if (args.has("minutes")) overrides.push_back({"train_minutes", args.get_string("minutes")});
+    if (args.has("steps")) overrides.push_back({"train_steps", args.get_string("steps")});
+    for (const std::string & k : config_keys())
+        if (args.has(dashed(k))) overrides.push_back({k, args.get_string(dashed(k))});
+    if (args.has("minutes") && args.has("steps")) usage_error("give --minutes or --steps, not both", kUsage);
+
+    Trainer tr;
+    const std::string ck_path = out + "/checkpoint.safetensors";
+    const std::string model_path = out + "/model.safetensors";
+    const std::string log_path = out + "/train.jsonl";
+    if (resume) {
+        std::vector<uint8_t> bytes;
+        if (!read_file(ck_path, bytes, err)) usage_error("--resume: " + err + " (train into --out DIR first)", kUsage);
+        if (!tr.restore(bytes.data(), bytes.size(), err)) usage_error("--resume: " + ck_path + ": " + err, kUsage);
+        // the run continues with the checkpoint's config; only run-control keys may change
+        const std::vector<std::string> run_keys = {"train_minutes", "train_steps", "threads", "checkpoint_minutes", "log_every", "eval_every", "data"};
+        EkvaeConfig c = tr.cfg;
+        for (auto & [k, v] : overrides) {
+            if (std::find(run_keys.begin(), run_keys.end(), k) == run_keys.end())
+                usage_error("--" + dashed(k) + " cannot change when resuming (the run keeps its checkpoint's config)", kUsage);
+            if (!config_set(c, k, v, err)) usage_error(err, kUsage);
+        }
+        if (!args.has("minutes") && args.has("steps")) c.train_minutes = 0;
+        tr.cfg = c;
+        tr.replicas.clear();
+        cfg = c;
+    } else {
+        for (auto & [k, v] : overrides)
+            if (!config_set(cfg, k, v, err)) usage_error(err, kUsage);
+        if (args.has("steps") && !args.has("minutes")) cfg.train_minutes = 0;
+        if (!config_validate(cfg, err)) usage_error(err, kUsage);
+    }
+    if (cfg.train_steps == 0 && cfg.train_minutes <= 0) usage_error("nothing to do: give --steps N or --minutes M", kUsage);
+    if (!make_dir(out, err)) usage_error(err + " (choose another --out)", kUsage);
+
+    // ---- data ------------------------------------------------------------------------------------
+    Dataset train, test;
+    if (!cfg.data.empty()) {
+        std::vector<uint8_t> bytes;
+        if (!read_file(cfg.data, bytes, err)) usage_error("--data: " + err, kUsage);
+        if (!dataset_from_safetensors(bytes.data(), bytes.size(), train, err)) usage_error("--data " + cfg.data + ": " + err, kUsage);
+        if (train.W != cfg.image_size)
+            usage_error("--data " + cfg.data + " has " + std::to_string(train.W) + "x" + std::to_string(train.W) +
+                            " images but the model expects image_size " + std::to_string(cfg.image_size) +
+                            " (pass --image-size " + std::to_string(train.W) + " or regenerate the data)", kUsage);
+        if (train.T < cfg.window)
+            usage_error("--data " + cfg.data + " has sequences of " + std::to_string(train.T) + " steps, shorter than --window " + std::to_string(cfg.window), kUsage);
+    } else {
+        DatasetConfig dc;
+        dc.sequences = cfg.train_sequences; dc.steps = cfg.sequence_steps; dc.image_size = cfg.image_size; dc.seed = (uint64_t)cfg.train_seed;
+        if (!validate_dataset_config(dc, err)) usage_error(err, kUsage);
+        train = generate_dataset(dc);
+    }
+    {
+        DatasetConfig dc;
+        dc.sequences = cfg.test_sequences; dc.steps = std::max(cfg.sequence_steps, 48); dc.image_size = cfg.image_size; dc.seed = (uint64_t)cfg.test_seed;
+        if (!validate_dataset_config(dc, err)) usage_error(err, kUsage);
+        test = generate_dataset(dc);
+    }
+
+    if (!resume) {
+        tr.init(cfg);
+        std::remove(log_path.c_str());
+    } else {
+        truncate_log(log_path, tr.step);
+    }
+    if (!write_text(out + "/config.json", config_to_json(cfg) + "\n", err)) {
+        std::fprintf(stderr, "error: %s\n", err.c_str());
+        return 2;
+    }
+    std::FILE * log = std::fopen(log_path.c_str(), "a");
+    if (!log) {
+        std::fprintf(stderr, "error: cannot open %s: %s\n", log_path.c_str(), std::strerror(errno));
+        return 2;
+    }
+
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    const bool tty = isatty(fileno(stderr));
+    using clk = std::chrono::steady_clock;
+    const auto t_start = clk::now();
+    auto last_ck = t_start;
+    const int64_t step0 = tr.step;
+    const int64_t target = cfg.train_steps > 0 ? step0 + cfg.train_steps : INT64_MAX;
+    const double budget_s = cfg.train_minutes > 0 ? cfg.train_minutes * 60 : 1e300;
+    int consecutive_bad = 0;
+    int rc = 0;
+    std::string stop_reason = "done";
+    std::fprintf(stderr, "ekvae_train: %s objective, %d training sequences, batch %d x window %d, %d thread(s), %zu parameters -> %s\n",
+                 cfg.objective.c_str(), train.N, cfg.batch, cfg.window, cfg.threads, tr.model.ps.numel(), out.c_str());
+
+    auto save_checkpoint = [&]() {
+        std::string e;
+        if (!params_finite(tr.model.ps)) {
+            std::fprintf(stderr, "\nerror: weights hold NaN/Inf; checkpoint not written\n");
+            return false;
+        }
+        if (!write_file_atomic(ck_path, tr.checkpoint(), e)) {
+            std::fprintf(stderr, "\nerror: %s\n", e.c_str());
+            return false;
+        }
+        return true;
+    };
+
+    Mat<float> X, U;
+    double ema_sps = 0;
+    auto t_last = clk::now();
+    while (!g_stop) {
+        const double elapsed = std::chrono::duration<double>(clk::now() - t_start).count();
+        if (tr.step >= target || elapsed >= budget_s) break;
+        sample_batch(train, cfg.batch, cfg.window, tr.rng, X, U);
+        const StepStats st = tr.train_step(X, U);
+        const auto now = clk::now();
+        const double dt = std::chrono::duration<double>(now - t_last).count();
+        t_last = now;
+        ema_sps = ema_sps == 0 ? 1.0 / dt : 0.98 * ema_sps + 0.02 / dt;
+        json j = {{"step", tr.step}, {"time_s", elapsed + dt}, {"loss", st.loss}, {"D", st.D}, {"R", st.R}, {"elbo", st.elbo},
+                  {"lambda", st.lambda}, {"D_ma", tr.lam.D_ma}, {"grad_norm", st.grad_norm}, {"ok", st.ok}};
+        if (!st.ok) j["error"] = st.error;
+        std::fprintf(log, "%s\n", j.dump().c_str());
+        if (!st.ok) {
+            consecutive_bad++;
+            std::fprintf(stderr, "%sstep %lld rejected: %s\n", tty ? "\n" : "", (long long)tr.step, st.error.c_str());
+            if (consecutive_bad >= 20) {
+                stop_reason = "diverged";
+                std::fprintf(stderr, "error: 20 consecutive non-finite steps: training diverged; the last good weights are kept. "
+                                     "Lower --lr (now %g) or --clip-norm and --resume.\n", cfg.lr);
+                rc = 1;
+                break;
+            }
+        } else {
+            consecutive_bad = 0;
+        }
+        if (cfg.eval_every > 0 && tr.step % cfg.eval_every == 0) {
+            const Probe p = probe(tr.model, test);
+            json pj = {{"step", tr.step}, {"probe", {{"r2_cos", p.r2_cos}, {"r2_sin", p.r2_sin}, {"r2_omega", p.r2_omega}, {"r2knn_omega", p.r2knn_omega}}}};
+            std::fprintf(log, "%s\n", pj.dump().c_str());
+            std::fprintf(stderr, "%sprobe at step %lld: r2 cos %.3f sin %.3f omega %.3f (k-NN omega %.3f)\n", tty ? "\n" : "",
+                         (long long)tr.step, p.r2_cos, p.r2_sin, p.r2_omega, p.r2knn_omega);
+        }
+        const double done_steps = (double)(tr.step - step0);
+        const double eta_steps = target == INT64_MAX ? 1e300 : (double)(target - tr.step) / std::max(ema_sps, 1e-9);
+        const double eta = std::min(eta_steps, budget_s - elapsed);
+        if (tty) {
+            const double frac = target != INT64_MAX ? done_steps / (double)(target - step0) : elapsed / budget_s;
+            const int w = 24, filled = (int)(std::clamp(frac, 0.0, 1.0) * w);
+            std::fprintf(stderr, "\r[%.*s%*s] step %lld  D %.3f  R %.3f  lambda %.3g  %.1f steps/s  ETA %s   ", filled,
+                         "########################", w - filled, "", (long long)tr.step, st.D, st.R, st.lambda, ema_sps, fmt_time(eta).c_str());
+        } else if (tr.step % cfg.log_every == 0) {
+            std::fprintf(stderr, "step %lld  D %.3f  R %.3f  elbo %.3f  lambda %.4g  %.1f steps/s  elapsed %s  ETA %s\n", (long long)tr.step,
+                         st.D, st.R, st.elbo, st.lambda, ema_sps, fmt_time(elapsed).c_str(), fmt_time(eta).c_str());
+        }
+        if (std::chrono::duration<double>(now - last_ck).count() > cfg.checkpoint_minutes * 60) {
+            std::fflush(log);
+            save_checkpoint();
+            last_ck = now;
+        }
+    }
+    std::fflush(log);
+    std::fclose(log);
+    if (tty) std::fprintf(stderr, "\n");
+    if (g_stop) {
+        stop_reason = "interrupted";
+        rc = 130;
+    }
+    // the read-out z -> (cos, sin, omega) from the training data, then the model file
+    fit_readout(tr.model, train, 200);
+    if (!save_checkpoint()) return 1;
+    SafeTensors st;
+    ekvae_to_safetensors(tr.model, st);
+    if (!write_file_atomic(model_path, safetensors_serialize(st), err)) {
+        std::fprintf(stderr, "error: %s\n", err.c_str());
+        return 1;
+    }
+    const double elapsed = std::chrono::duration<double>(clk::now() - t_start).count();
+    std::fprintf(stderr, "%s at step %lld after %s (%lld rejected steps): wrote %s and %s%s\n", stop_reason.c_str(), (long long)tr.step,
+                 fmt_time(elapsed).c_str(), (long long)tr.rejected, model_path.c_str(), ck_path.c_str(),
+                 rc == 130 ? "; continue with --resume" : "");
+    return rc;
+}
