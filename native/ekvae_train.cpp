@@ -77,6 +77,14 @@ static void truncate_log(const std::string & path, int64_t last_step) {
     write_text(path, kept, err);
 }
 
+// 7 significant digits keep the log readable and small
+static double r7(double x) {
+    if (!std::isfinite(x)) return x;
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.7g", x);
+    return std::strtod(buf, nullptr);
+}
+
 static std::string fmt_time(double s) {
     char buf[32];
     if (s < 0 || !std::isfinite(s)) return "?";
@@ -250,8 +258,8 @@ int main(int argc, char ** argv) {
         const double dt = std::chrono::duration<double>(now - t_last).count();
         t_last = now;
         ema_sps = ema_sps == 0 ? 1.0 / dt : 0.98 * ema_sps + 0.02 / dt;
-        json j = {{"step", tr.step}, {"time_s", elapsed + dt}, {"loss", st.loss}, {"D", st.D}, {"R", st.R}, {"elbo", st.elbo},
-                  {"lambda", st.lambda}, {"D_ma", tr.lam.D_ma}, {"grad_norm", st.grad_norm}, {"ok", st.ok}};
+        json j = {{"step", tr.step}, {"time_s", r7(elapsed + dt)}, {"loss", r7(st.loss)}, {"D", r7(st.D)}, {"R", r7(st.R)},
+                  {"elbo", r7(st.elbo)}, {"lambda", r7(st.lambda)}, {"D_ma", r7(tr.lam.D_ma)}, {"grad_norm", r7(st.grad_norm)}, {"ok", st.ok}};
         if (!st.ok) j["error"] = st.error;
         std::fprintf(log, "%s\n", j.dump().c_str());
         if (!st.ok) {
