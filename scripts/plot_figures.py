@@ -24,7 +24,7 @@ try:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 except ImportError as e:  # pragma: no cover - depends on the machine
     sys.stderr.write(
         "error: %s. The figures need NumPy and matplotlib for %s: "
@@ -118,6 +118,10 @@ def log_config(log_path, models):
 
 
 def read_log(path):
+    if not os.path.isfile(path):
+        sys.stderr.write("error: training log %s not found (relative paths in figures.json are relative to the "
+                         "directory ekvae_eval ran in)\n" % path)
+        sys.exit(1)
     steps, probes = [], []
     with open(path) as f:
         for line in f:
@@ -209,6 +213,12 @@ def plot_training(logs, models, out):
         ax.set_title(title)
         ax.set_ylabel(ylabel)
     axL.set_yscale("log")
+    axL.yaxis.set_major_formatter(FuncFormatter(lambda v, _: "%g" % v))
+    ylo, yhi = axL.get_ylim()
+    if yhi / max(ylo, 1e-12) > 10:  # label only the decades
+        axL.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        axL.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: "%g" % v))
     axL.set_title("Lagrange multiplier $\\lambda$")
     axL.set_ylabel("$\\lambda$ (log scale)")
     if not axL.lines:
@@ -353,7 +363,7 @@ def plot_predictions(fig_data, base, labels, out, stride=2):
             names.append(prefix + "reconstruction")
             rows.append((s, f[s]))
             names.append(prefix + "forecast")
-    height = len(rows) * (W + gap) - gap + (S - 1) * block_gap
+    height = len(rows) * (W + gap) - gap + (S - 1) * (block_gap - gap)
     width = len(frames) * (W + gap) - gap
     mosaic = np.full((height, width), np.nan)  # NaN: white space between frames
     y, centres, seq_mid = 0, [], {}
@@ -368,7 +378,7 @@ def plot_predictions(fig_data, base, labels, out, stride=2):
     cmap = plt.get_cmap("gray").copy()  # white pendulum on black tiles
     cmap.set_bad("white")
     fig_w = 10
-    fig_h = 1.3 + 8.3 * height / width
+    fig_h = round(1.3 + 8.3 * height / width, 1)
     fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=DPI, constrained_layout=True)
     ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest", aspect="equal")
     ax.set_yticks(centres)
