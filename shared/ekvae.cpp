@@ -8,8 +8,21 @@
 #include <cmath>
 #include <cstring>
 #include <thread>
+#if defined(__SSE3__)
+#include <pmmintrin.h>
+#endif
 
 namespace ekvae {
+
+// Tiny values (Adam's second moments of rarely used weights, say) would otherwise become
+// denormal floats, which x86 processes ~100x slower: measured, a run slowed 4x after a few
+// thousand steps. Flush them to zero in the training threads.
+static void flush_denormals() {
+#if defined(__SSE3__)
+    _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
+    _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+#endif
+}
 
 using json = nlohmann::json;
 
@@ -682,7 +695,9 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
     std::vector<EkvaeTerms> terms(nt);
     std::vector<Mat<float>> Xs(nt), Us(nt);
     const double lambda = cfg.objective == "elbo" ? -1.0 : lam.lambda;
+    flush_denormals();
     auto work = [&](int k) {
+        flush_denormals();
         Ekvae<float> & mk = k == 0 ? model : *replicas[k - 1];
         if (k > 0) ekvae_copy_params(model, mk);
         const int Bk = b0[k + 1] - b0[k];
@@ -741,8 +756,8 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
             st.error = "the update produced non-finite weights";
         }
     }
-    if (st.ok && lambda >= 0) lam.update(cfg, st.D);
-    else rejected++;
+    if (!st.ok) rejected++;
+    else if (lambda >= 0) lam.update(cfg, st.D);
     step++;
     return st;
 }

@@ -328,6 +328,24 @@ TEST_CASE("training resumed from a checkpoint equals uninterrupted training") {
     for (size_t i = 0; i < a.model.ps.list.size(); i++) CHECK(a2.model.ps.list[i]->value == a.model.ps.list[i]->value);
 }
 
+TEST_CASE("the ELBO objective: good steps are accepted and lambda stays out of it") {
+    EkvaeConfig c = tiny_train_config();
+    c.objective = "elbo";
+    const Dataset d = tiny_data();
+    Trainer tr;
+    tr.init(c);
+    Mat<float> X, U;
+    for (int i = 0; i < 3; i++) {
+        sample_batch(d, c.batch, c.window, tr.rng, X, U);
+        StepStats st = tr.train_step(X, U);
+        CHECK(st.ok);
+        CHECK(st.lambda == 1.0);
+        CHECK(st.loss == doctest::Approx(st.D + st.R).epsilon(1e-4));
+    }
+    CHECK(tr.rejected == 0);
+    CHECK(tr.lam.lambda == c.lambda_init);
+}
+
 TEST_CASE("a non-finite step is rejected and leaves the weights untouched") {
     EkvaeConfig c = tiny_train_config();
     const Dataset d = tiny_data();
