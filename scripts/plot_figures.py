@@ -263,34 +263,32 @@ def r2_fit(Z, Y):
 
 
 def latent_views(z, theta, omega):
-    """Two views of the latent means read off linear fits (with intercept) of sin theta, cos theta
-    and omega onto z. An orthonormal basis u1 (the sin theta direction), u2 (the cos theta direction,
-    orthogonalised) spans the plane of z that best explains the angle: seen from above, theta = 0 is
-    up and theta = pi/2 right, as in the images. u3 (the omega direction, orthogonalised) is the
-    height. Returns dict: top [N, 2] (coordinates in u1, u2), phase [N] (atan2 of the fitted sin and
-    cos: the position around the ring), height [N] or None (n_z = 2), and r2 values."""
+    """Views of the latent means read off linear fits (with intercept) of sin theta, cos theta and
+    omega onto z. u1 (the sin theta direction) and u2 (the cos theta direction, orthogonalised)
+    span the plane of z that best explains the angle: theta = 0 is up and theta = pi/2 right, as
+    in the images. u3 is the omega direction (unit length, not orthogonalised: the height that
+    best explains omega). Returns dict: top [N, 2] (coordinates in u1, u2), phase [N] (atan2 of
+    the fitted sin and cos: the position around the ring), height [N] (None when n_z = 2), r2s."""
     A = np.hstack([z, np.ones((len(z), 1))])
     Y = np.stack([np.sin(theta), np.cos(theta), omega], 1)
     W, *_ = np.linalg.lstsq(A, Y, rcond=None)
     fit = A @ W
     dirs = W[:-1]  # [n_z, 3]: directions predicting sin, cos, omega
-    basis = []
-    for k in range(min(3, z.shape[1])):
-        v = dirs[:, k].copy()
-        for b in basis:
-            v -= (v @ b) * b
-        if np.linalg.norm(v) < 1e-9:  # degenerate fit: any axis not yet spanned
-            v = np.linalg.svd(np.eye(z.shape[1]) - sum(np.outer(b, b) for b in basis))[0][:, 0]
-        basis.append(v / np.linalg.norm(v))
-    p = (z - z.mean(0)) @ np.stack(basis, 1)
-    r2 = r2_fit(z, Y)
+    u1 = dirs[:, 0] / max(np.linalg.norm(dirs[:, 0]), 1e-12)
+    u2 = dirs[:, 1] - (dirs[:, 1] @ u1) * u1
+    u2 /= max(np.linalg.norm(u2), 1e-12)
+    zc = z - z.mean(0)
+    top = np.stack([zc @ u1, zc @ u2], 1)
+    height = None
+    if z.shape[1] > 2:
+        height = zc @ (dirs[:, 2] / max(np.linalg.norm(dirs[:, 2]), 1e-12))
     return {
-        "top": p[:, :2],
+        "top": top,
         "phase": np.arctan2(fit[:, 0], fit[:, 1]),
-        "height": p[:, 2] if p.shape[1] > 2 else None,
-        "r2_angle": r2_fit(p[:, :2], Y[:, :2]).mean(),
-        "r2_omega_height": r2_fit(p[:, 2:3], omega[:, None])[0] if p.shape[1] > 2 else float("nan"),
-        "r2_omega": r2[2],
+        "height": height,
+        "r2_angle": r2_fit(top, Y[:, :2]).mean(),
+        "r2_omega_height": r2_fit(height[:, None], omega[:, None])[0] if height is not None else float("nan"),
+        "r2_omega": r2_fit(z, omega[:, None])[0],
     }
 
 
@@ -336,7 +334,7 @@ def plot_latent(fig_data, base, labels, out):
         cb1.set_label("true angular velocity $\\omega$ (rad/s)")
         for a in (a0, a1):
             a.grid(alpha=0.25)
-    fig.suptitle("Inferred state space: smoothed means of z on %d test frames (left: seen along $u_3$; right: unrolled)"
+    fig.suptitle("Inferred state space: smoothed means of z on %d test frames"
                  % len(theta))
     fig.savefig(out, dpi=DPI)
     plt.close(fig)
