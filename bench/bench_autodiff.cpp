@@ -7,14 +7,24 @@
 //
 //   build/bench/bench_autodiff [--reps N] [--json]
 #include "autodiff.h"
+#include "ekvae.h"
 #include "nn.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
+
+// Counting heap allocations: this executable interposes malloc (glibc) and counts calls.
+extern "C" void * __libc_malloc(size_t);
+static std::atomic<long> g_mallocs{0};
+extern "C" void * malloc(size_t n) {
+    g_mallocs.fetch_add(1, std::memory_order_relaxed);
+    return __libc_malloc(n);
+}
 
 using namespace ekvae;
 using Mf = Mat<float>;
@@ -107,16 +117,40 @@ int main(int argc, char ** argv) {
         t_chol.push_back(std::chrono::duration<double, std::milli>(t3 - t2).count());
     }
     const double ad = median(t_ad), bare = median(t_bare), chol = median(t_chol);
+
+    // heap allocations in a steady-state step (after the first)
+    long before = g_mallocs.load();
+    autodiff_step();
+    const long mlp_allocs = g_mallocs.load() - before;
+    EkvaeConfig ecfg;
+    ecfg.train_sequences = 64;
+    ecfg.threads = 1;
+    DatasetConfig dc;
+    dc.sequences = 64;
+    Dataset data = generate_dataset(dc);
+    Trainer tr;
+    tr.init(ecfg);
+    Mf bx, bu;
+    for (int i = 0; i < 3; i++) {
+        sample_batch(data, ecfg.batch, ecfg.window, tr.rng, bx, bu);
+        tr.train_step(bx, bu);
+    }
+    sample_batch(data, ecfg.batch, ecfg.window, tr.rng, bx, bu);
+    before = g_mallocs.load();
+    tr.train_step(bx, bu);
+    const long ekvae_allocs = g_mallocs.load() - before;
     if (json) {
         std::printf("{\"mlp_step_ms\": %.4f, \"bare_products_ms\": %.4f, \"overhead_ratio\": %.4f, "
-                    "\"bcholesky_fwd_bwd_1024x3x3_ms\": %.4f, \"reps\": %d, \"eigen_threads\": %d}\n",
-                    ad, bare, ad / bare, chol, reps, Eigen::nbThreads());
+                    "\"bcholesky_fwd_bwd_1024x3x3_ms\": %.4f, \"reps\": %d, \"eigen_threads\": %d, "
+                    "\"mlp_step_mallocs\": %ld, \"ekvae_step_mallocs\": %ld}\n",
+                    ad, bare, ad / bare, chol, reps, Eigen::nbThreads(), mlp_allocs, ekvae_allocs);
     } else {
         std::printf("MLP 256-128-128-4-128-128-256, batch %d (median of %d, Eigen threads %d)\n", B, reps, Eigen::nbThreads());
         std::printf("  autodiff forward+backward+Adam   %8.3f ms\n", ad);
         std::printf("  bare Eigen products               %8.3f ms\n", bare);
         std::printf("  overhead ratio                    %8.3f x   (target <= 1.5)\n", ad / bare);
         std::printf("batched Cholesky forward+backward, 1024 x 3x3: %.3f ms\n", chol);
+        std::printf("heap allocations in one steady-state step: MLP %ld, EKVAE training step (1 thread) %ld\n", mlp_allocs, ekvae_allocs);
     }
     return 0;
 }
