@@ -6,15 +6,24 @@
 // Flags (the page turns its URL parameters into these):
 //   --horizon N  --torque hold|zero  --compare [0|1]  --model NAME  --ui minimal|full
 // Native only:
+//   --model FILE       a model file path (or a NAME in --models-dir); default: the shipped
+//                      models in models/ (pendulum-constrained first) when that folder exists
+//   --models-dir DIR   where the shipped models are (default models)
 //   --frames N         draw N frames, then exit 0 (tests under Xvfb)
 //   --screenshot F.png save the last frame as a PNG before exiting (with --frames)
 //   --size WxH         window size (default 1280x800)
+//   --bench N          no window: time N frames of model work (filter step + H-step forecast
+//                      with decoding) per model and print the median, then exit
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
+#ifndef __EMSCRIPTEN__
+#include <filesystem>
+#endif
 
 #include <SDL.h>
 #include <imgui.h>
@@ -30,6 +39,8 @@
 #include <stb_image_write.h>
 #endif
 
+#include <nlohmann/json.hpp>
+
 #include "app.h"
 
 namespace {
@@ -42,6 +53,7 @@ struct Loop {
     bool done = false;
     long max_frames = -1;   // native --frames
     std::string screenshot; // native --screenshot
+    std::string models_dir = "models"; // native: the shipped models
     int exit_code = 0;
 };
 
@@ -131,6 +143,46 @@ void report_error(const std::string & msg) {
 #endif
 }
 
+#ifndef __EMSCRIPTEN__
+bool read_file(const std::string & path, std::vector<uint8_t> & bytes) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) return false;
+    bytes.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    return true;
+}
+
+// Loads models_dir/name (or name itself when it is a path) into a slot; reports failures.
+bool load_model_file(Loop & L, const std::string & name, int slot) {
+    namespace fs = std::filesystem;
+    const std::string path = fs::exists(name) && name.find('/') != std::string::npos ? name : L.models_dir + "/" + name;
+    std::vector<uint8_t> bytes;
+    std::string err;
+    if (!read_file(path, bytes)) {
+        L.app.model_error = name + ": cannot read " + path;
+        report_error(L.app.model_error);
+        return false;
+    }
+    if (!app_load_model(L.app, slot, fs::path(name).filename().string(), bytes.data(), bytes.size(), err)) {
+        report_error(L.app.model_error);
+        return false;
+    }
+    std::printf("ekvae_viewer: model %d: %s\n", slot, path.c_str());
+    return true;
+}
+
+// The *.safetensors files of a folder, sorted; empty when it does not exist.
+std::vector<std::string> list_models(const std::string & dir) {
+    namespace fs = std::filesystem;
+    std::vector<std::string> names;
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) return names;
+    for (const auto & e : fs::directory_iterator(dir, ec))
+        if (e.is_regular_file() && e.path().extension() == ".safetensors") names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+#endif
+
 } // namespace
 
 #ifdef __EMSCRIPTEN__
@@ -139,12 +191,54 @@ void report_error(const std::string & msg) {
 extern "C" {
 EMSCRIPTEN_KEEPALIVE void ekvae_set_torque(double u) { if (g_loop) app_set_torque(g_loop->app, u); }
 EMSCRIPTEN_KEEPALIVE void ekvae_reset(double theta, double omega) { if (g_loop) app_reset(g_loop->app, theta, omega); }
-EMSCRIPTEN_KEEPALIVE void ekvae_cover(int on) { if (g_loop) g_loop->app.covered = on != 0; }
+EMSCRIPTEN_KEEPALIVE void ekvae_cover(int on) { if (g_loop) app_cover(g_loop->app, on != 0); }
 EMSCRIPTEN_KEEPALIVE void ekvae_pause(int on) { if (g_loop) g_loop->app.paused = on != 0; }
 EMSCRIPTEN_KEEPALIVE void ekvae_step(int n) { if (g_loop && n > 0) app_step(g_loop->app, n); }
 EMSCRIPTEN_KEEPALIVE const char * ekvae_state_json() {
     static std::string s;
     s = g_loop ? app_state_json(g_loop->app) : "null";
+    return s.c_str();
+}
+// The shipped model files, a JSON array of names (models/index.json); the app then asks for
+// the default one(s) through Module.onRequestModel(name, slot).
+EMSCRIPTEN_KEEPALIVE void ekvae_set_models(const char * json_names) {
+    if (!g_loop) return;
+    std::vector<std::string> names;
+    const nlohmann::json j = nlohmann::json::parse(json_names, nullptr, false);
+    if (j.is_array())
+        for (const auto & v : j)
+            if (v.is_string()) names.push_back(v.get<std::string>());
+    app_set_shipped_models(g_loop->app, names);
+}
+// Loads a model file's bytes into slot 0 or 1. Returns 1 on success; 0 on failure, with the
+// reason in ekvae_last_error() (and in state().error) while the previous model keeps running.
+EMSCRIPTEN_KEEPALIVE int ekvae_load_model_bytes(const uint8_t * data, int size, int slot, const char * name) {
+    if (!g_loop) return 0;
+    std::string err;
+    g_loop->app.loading.clear();
+    return app_load_model(g_loop->app, slot, name ? name : "model", data, (size_t)size, err) ? 1 : 0;
+}
+EMSCRIPTEN_KEEPALIVE const char * ekvae_last_error() { return g_loop ? g_loop->app.model_error.c_str() : ""; }
+// Shows "loading NAME" in the UI ("" clears it; a failed fetch passes its message as error).
+EMSCRIPTEN_KEEPALIVE void ekvae_set_loading(const char * name, const char * error) {
+    if (!g_loop) return;
+    g_loop->app.loading = name ? name : "";
+    if (error && *error) g_loop->app.model_error = error;
+}
+EMSCRIPTEN_KEEPALIVE void ekvae_set_compare(int on) { if (g_loop) app_set_compare(g_loop->app, on != 0); }
+EMSCRIPTEN_KEEPALIVE void ekvae_set_horizon(int h) {
+    if (g_loop && h >= 1 && h <= 200) { g_loop->app.opt.horizon = h; g_loop->app.forecast_dirty = true; }
+}
+EMSCRIPTEN_KEEPALIVE void ekvae_set_torque_mode(int zero) {
+    if (g_loop) { g_loop->app.opt.torque_mode = zero ? "zero" : "hold"; g_loop->app.forecast_dirty = true; }
+}
+// Times n frames of model work (see app_benchmark): {"median_ms", "mean_ms", "n", "horizon"}.
+EMSCRIPTEN_KEEPALIVE const char * ekvae_benchmark(int n, int H, int slot) {
+    static std::string s;
+    if (!g_loop) return "null";
+    double mean = 0;
+    const double med = app_benchmark(g_loop->app, n, H, slot, &mean);
+    s = med < 0 ? "null" : nlohmann::json({{"median_ms", med}, {"mean_ms", mean}, {"n", n}, {"horizon", H}, {"slot", slot}}).dump();
     return s.c_str();
 }
 }
@@ -160,6 +254,7 @@ int main(int argc, char ** argv) {
         return 2;
     }
     int win_w = 1280, win_h = 800;
+    long bench = 0;
     for (size_t i = 0; i < rest.size(); i++) {
         const std::string & a = rest[i];
         const bool has_value = i + 1 < rest.size();
@@ -173,9 +268,15 @@ int main(int argc, char ** argv) {
                 report_error("--size: expected WxH, e.g. 1280x800");
                 return 2;
             }
+        } else if (a == "--models-dir" && has_value) {
+            loop.models_dir = rest[++i];
+        } else if (a == "--bench" && has_value) {
+            bench = std::strtol(rest[++i].c_str(), nullptr, 10);
+            if (bench <= 0) { report_error("--bench: expected a positive number of frames"); return 2; }
         } else if (a == "--help" || a == "-h") {
             std::printf("usage: ekvae_viewer [--frames N] [--screenshot F.png] [--size WxH] [--horizon N]\n"
-                        "                    [--torque hold|zero] [--compare [0|1]] [--model NAME] [--ui minimal|full]\n");
+                        "                    [--torque hold|zero] [--compare [0|1]] [--model FILE|NAME]\n"
+                        "                    [--models-dir DIR] [--ui minimal|full] [--bench N]\n");
             return 0;
         } else {
             report_error("unknown or incomplete flag '" + a + "' (see --help)");
@@ -186,6 +287,39 @@ int main(int argc, char ** argv) {
         report_error("--screenshot needs --frames N");
         return 2;
     }
+#ifndef __EMSCRIPTEN__
+    // Models: the shipped ones from --models-dir, or the file named by --model.
+    {
+        App & app = loop.app;
+        app.request_model = [&](const std::string & name, int slot) { load_model_file(loop, name, slot); };
+        std::string explicit_file;
+        if (!opt.model.empty() && std::filesystem::is_regular_file(opt.model) && opt.model.find('/') != std::string::npos) {
+            explicit_file = opt.model;
+            opt.model.clear();
+        }
+        app_init(app, opt); // before the window: --bench needs no display
+        app_set_shipped_models(app, list_models(loop.models_dir));
+        if (!explicit_file.empty()) {
+            if (!load_model_file(loop, explicit_file, 0)) return 1;
+        } else if (!opt.model.empty() && app.streams[0].name != opt.model) {
+            report_error("--model " + opt.model + ": no such file, nor in " + loop.models_dir + "/");
+            return 1;
+        }
+        if (!app.streams[0].model) std::printf("ekvae_viewer: no model loaded (no models in %s/)\n", loop.models_dir.c_str());
+        if (bench > 0) {
+            if (!app.streams[0].model) { report_error("--bench needs a model"); return 1; }
+            for (int k = 0; k < 2; k++) {
+                if (!app.streams[k].model) continue;
+                app_benchmark(app, 50, app.opt.horizon, k, nullptr); // warm up
+                double mean = 0;
+                const double med = app_benchmark(app, (int)bench, app.opt.horizon, k, &mean);
+                std::printf("ekvae_viewer: bench %s: filter step + H=%d forecast with decoding: median %.4f ms, mean %.4f ms over %ld frames\n",
+                            app.streams[k].name.c_str(), app.opt.horizon, med, mean, bench);
+            }
+            return 0;
+        }
+    }
+#endif
 
     if (SDL_Init(SDL_INIT_VIDEO | SDL_INIT_TIMER) != 0) {
         report_error(std::string("SDL_Init failed: ") + SDL_GetError());
@@ -230,7 +364,16 @@ int main(int argc, char ** argv) {
     ImGui_ImplSDL2_InitForOpenGL(loop.window, loop.gl);
     ImGui_ImplOpenGL3_Init(glsl_version);
 
+#ifdef __EMSCRIPTEN__
     app_init(loop.app, opt);
+    loop.app.request_model = [](const std::string & name, int slot) {
+        g_loop->app.loading = name;
+        EM_ASM({ if (Module.onRequestModel) Module.onRequestModel(UTF8ToString($0), $1); }, name.c_str(), slot);
+    };
+    loop.app.open_file_picker = []() { EM_ASM({ if (Module.onOpenFilePicker) Module.onOpenFilePicker(); }); };
+#else
+    app_init_style();
+#endif
     loop.last_counter = SDL_GetPerformanceCounter();
     g_loop = &loop;
 
@@ -238,8 +381,11 @@ int main(int argc, char ** argv) {
     emscripten_set_main_loop_arg(frame, &loop, 0, 1); // requestAnimationFrame; does not return
 #else
     while (!loop.done) frame(&loop);
-    std::printf("ekvae_viewer: %ld frames, t = %.2f s, theta = %+.3f\n", loop.app.frames, loop.app.t,
-                loop.app.state.theta);
+    std::printf("ekvae_viewer: %ld frames, t = %.2f s, theta = %+.3f", loop.app.frames, loop.app.t, loop.app.state.theta);
+    if (loop.app.streams[0].model)
+        std::printf(", estimate %+.3f, model %s, model time %.3f ms/frame", loop.app.streams[0].est_theta,
+                    loop.app.streams[0].name.c_str(), loop.app.model_ms);
+    std::printf("\n");
     ImGui_ImplOpenGL3_Shutdown();
     ImGui_ImplSDL2_Shutdown();
     ImGui::DestroyContext();

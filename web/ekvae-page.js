@@ -14,7 +14,7 @@
   }
 
   // URL parameters -> app options. Invalid values are ignored with a console warning, so a
-  // typo in an embed never stops the demo. Options that need the model are kept for it.
+  // typo in an embed never stops the demo.
   function parseOptions(search) {
     const q = new URLSearchParams(search);
     const opt = { horizon: 30, torque: 'hold', compare: false, model: null, ui: 'full' };
@@ -64,28 +64,110 @@
     return mod;
   }
 
+  // The shipped models, fetched while the wasm loads (a missing or empty list is fine).
+  const shippedModels = fetch('models/index.json')
+    .then((r) => (r.ok ? r.json() : { models: [] }))
+    .then((j) => (Array.isArray(j.models) ? j.models.filter((n) => typeof n === 'string') : []))
+    .catch(() => []);
+
+  // Model loads in flight (the app asks for shipped models; users load their own files).
+  const pending = new Set();
+  function track(p) {
+    pending.add(p);
+    p.finally(() => pending.delete(p)).catch(() => {});
+    return p;
+  }
+
+  // Source -> bytes: ArrayBuffer, a typed array, a Blob/File, or a URL string.
+  async function toBytes(source) {
+    if (source instanceof ArrayBuffer) return new Uint8Array(source);
+    if (ArrayBuffer.isView(source)) return new Uint8Array(source.buffer, source.byteOffset, source.byteLength);
+    if (typeof Blob !== 'undefined' && source instanceof Blob) return new Uint8Array(await source.arrayBuffer());
+    if (typeof source === 'string') {
+      const r = await fetch(source);
+      if (!r.ok) throw new Error(`could not fetch ${source}: HTTP ${r.status}`);
+      return new Uint8Array(await r.arrayBuffer());
+    }
+    throw new TypeError('loadModel: expected an ArrayBuffer, a typed array, a Blob/File or a URL');
+  }
+
+  // Hands the bytes to the app (copied into wasm memory). Resolves with the name when the
+  // model runs; rejects with the app's reason otherwise (the previous model keeps running).
+  function loadIntoApp(bytes, slot, name) {
+    const m = need();
+    const ptr = m._malloc(Math.max(bytes.length, 1));
+    try {
+      m.HEAPU8.set(bytes, ptr);
+      const ok = m.ccall('ekvae_load_model_bytes', 'number', ['number', 'number', 'number', 'string'],
+                         [ptr, bytes.length, slot, name]);
+      if (!ok) throw new Error(m.UTF8ToString(m._ekvae_last_error()) || `${name}: refused`);
+      return name;
+    } finally {
+      m._free(ptr);
+    }
+  }
+
+  function loadModel(source, opts = {}) {
+    const slot = opts.slot === 1 ? 1 : 0;
+    const name = String(opts.name || (source && source.name) ||
+                        (typeof source === 'string' ? source.split('/').pop() : 'your-model.safetensors'));
+    return track((async () => {
+      need();
+      let bytes;
+      try {
+        bytes = await toBytes(source);
+      } catch (e) {
+        const msg = `${name}: ${e && e.message ? e.message : e}`;
+        mod.ccall('ekvae_set_loading', null, ['string', 'string'], ['', msg]);
+        throw new Error(msg);
+      }
+      return loadIntoApp(bytes, slot, name);
+    })());
+  }
+
   const api = {
-    ready,                 // resolves with this object after the first frame; rejects on failure
+    ready,                 // resolves with this object once the first frame is drawn and the default model(s) loaded
     options,               // the URL parameters as understood
-    models: [],            // shipped model files (models/index.json); used once the model exists
+    models: [],            // shipped model files (models/index.json)
+    timing: {},            // {first_frame_ms, ready_ms} after navigation start
     setTorque(u) {         // slider torque, clipped to [-2, 2]
       u = Number(u);
       if (!Number.isFinite(u)) throw new TypeError('setTorque: u must be a finite number');
       need()._ekvae_set_torque(u);
     },
-    reset(theta = Math.PI, omega = 0) { // true state; time back to 0
+    reset(theta = Math.PI, omega = 0) { // true state; time back to 0; the filters restart
       theta = Number(theta); omega = Number(omega);
       if (!Number.isFinite(theta) || !Number.isFinite(omega)) throw new TypeError('reset: finite numbers expected');
       need()._ekvae_reset(theta, omega);
     },
     cover(on = true) { need()._ekvae_cover(on ? 1 : 0); },   // withhold frames from the filter
     pause(on = true) { need()._ekvae_pause(on ? 1 : 0); },   // stop real-time stepping
-    step(n = 1) {                                            // advance n world steps now
+    step(n = 1) {                                            // advance n world steps now (filter included)
       n = Math.floor(Number(n));
       if (!(n >= 0)) throw new TypeError('step: n must be a non-negative number');
       need()._ekvae_step(n);
     },
-    state() {              // {t, theta, omega, torque, covered, ..., estimate, forecast, model_ms}
+    setCompare(on = true) { need()._ekvae_set_compare(on ? 1 : 0); },
+    setHorizon(h) {
+      h = Math.floor(Number(h));
+      if (!(h >= 1 && h <= 200)) throw new RangeError('setHorizon: 1..200 frames');
+      need()._ekvae_set_horizon(h);
+    },
+    setTorqueMode(mode) {
+      if (mode !== 'hold' && mode !== 'zero') throw new RangeError("setTorqueMode: 'hold' or 'zero'");
+      need()._ekvae_set_torque_mode(mode === 'zero' ? 1 : 0);
+    },
+    // Loads a model file (ArrayBuffer, typed array, Blob/File or URL) into slot 0 (or 1, the
+    // compared model). Resolves with its name; rejects with the reason when the file is refused.
+    loadModel,
+    // Times n frames of model work (filter step + H-step forecast with decoding) on the
+    // current state: {median_ms, mean_ms, n, horizon, slot}; null without a model.
+    benchmark(n = 1000, opts = {}) {
+      const m = need();
+      const H = opts.horizon || 30, slot = opts.slot === 1 ? 1 : 0;
+      return JSON.parse(m.UTF8ToString(m._ekvae_benchmark(Math.max(1, Math.floor(n)), H, slot)));
+    },
+    state() {              // {t, theta, omega, torque, covered, estimate, forecast, model_ms, model, error, ...}
       const m = need();
       return JSON.parse(m.UTF8ToString(m._ekvae_state_json()));
     },
@@ -103,10 +185,29 @@
     return;
   }
 
-  // The shipped models, for later (a missing or empty list is fine).
-  fetch('models/index.json').then(r => (r.ok ? r.json() : { models: [] }))
-    .then(j => { api.models = Array.isArray(j.models) ? j.models : []; })
-    .catch(() => {});
+  // Your own model: the file picker (opened from the app's button) and drag-and-drop.
+  const picker = document.getElementById('model-file');
+  if (picker) {
+    picker.addEventListener('change', () => {
+      const f = picker.files && picker.files[0];
+      picker.value = '';
+      if (f && mod) loadModel(f).catch((e) => console.warn('ekvae: ' + e.message));
+    });
+  }
+  const app = document.getElementById('app');
+  let dragDepth = 0;
+  const hasFiles = (e) => e.dataTransfer && Array.from(e.dataTransfer.types || []).includes('Files');
+  window.addEventListener('dragenter', (e) => { if (hasFiles(e)) { dragDepth++; app.classList.add('dropping'); } });
+  window.addEventListener('dragleave', () => { if (--dragDepth <= 0) { dragDepth = 0; app.classList.remove('dropping'); } });
+  window.addEventListener('dragover', (e) => { if (hasFiles(e)) e.preventDefault(); });
+  window.addEventListener('drop', (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    dragDepth = 0;
+    app.classList.remove('dropping');
+    const f = e.dataTransfer.files[0];
+    if (f && mod) loadModel(f).catch((err) => console.warn('ekvae: ' + err.message));
+  });
 
   const script = document.createElement('script');
   script.src = 'ekvae.js';
@@ -119,12 +220,24 @@
       arguments: appArguments(options),
       print: (t) => console.log(t),
       printErr: (t) => console.warn(t),
-      onAppReady() {
+      async onAppReady() {
         mod = started;
+        api.timing.first_frame_ms = performance.now();
         overlay.classList.add('hidden');
         canvas.focus();
+        const names = await shippedModels;
+        api.models = names;
+        mod.ccall('ekvae_set_models', null, ['string'], [JSON.stringify(names)]);
+        await Promise.allSettled([...pending]);
+        api.timing.ready_ms = performance.now();
         resolveReady(api);
       },
+      // The app asks for a shipped model (the default one, the model selector, compare mode).
+      onRequestModel(name, slot) {
+        loadModel('models/' + encodeURIComponent(name), { slot, name })
+          .catch((e) => console.warn('ekvae: ' + e.message));
+      },
+      onOpenFilePicker() { if (picker) picker.click(); },
       onAppError(message) { fail('ekvae: ' + message); },
       onAbort(what) { fail('ekvae stopped: ' + what); },
     };

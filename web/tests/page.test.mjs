@@ -1,6 +1,8 @@
 // page.test.mjs: headless Chromium test of the built ekvae page.
 //   node web/tests/page.test.mjs [SITE_DIR] [OUT_DIR]
-// SITE_DIR defaults to build-wasm/site, OUT_DIR (screenshots) to build-wasm/test-output.
+// SITE_DIR defaults to build-wasm/site, OUT_DIR (screenshots, perf.json) to build-wasm/test-output.
+// EKVAE_SCREENSHOT_DIR=docs/screenshots also copies the default, compare and covered
+// screenshots there. The site must hold the shipped models (models/*.safetensors).
 // Serves SITE_DIR on 127.0.0.1 (a free port) with node's http module, drives Debian's
 // /usr/bin/chromium through playwright-core, and prints one line per check and finally
 // "N passed, M failed" (exit status 1 on any failure). Every wait is bounded; the server,
@@ -17,7 +19,7 @@ const top = path.resolve(here, '..', '..');
 const siteDir = path.resolve(process.argv[2] || path.join(top, 'build-wasm', 'site'));
 const outDir = path.resolve(process.argv[3] || path.join(top, 'build-wasm', 'test-output'));
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
-const TOTAL_TIMEOUT_MS = 180000;
+const TOTAL_TIMEOUT_MS = 240000;
 const STEP_TIMEOUT_MS = 30000;
 
 const require = createRequire(path.join(top, 'web', 'package.json'));
@@ -35,11 +37,12 @@ const EMBED_PAGE = '<!doctype html><html><head><link rel="icon" href="data:,"></
   '<div style="width:480px;height:320px"><iframe id="demo" src="index.html?ui=minimal" ' +
   'style="width:100%;height:100%;border:0"></iframe></div></body></html>';
 
+const isolation = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
 function startServer(root) {
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://localhost');
     if (url.pathname === '/__embed.html') {
-      res.writeHead(200, { 'Content-Type': types['.html'] });
+      res.writeHead(200, { 'Content-Type': types['.html'], ...isolation });
       res.end(EMBED_PAGE);
       return;
     }
@@ -49,8 +52,10 @@ function startServer(root) {
     if (!file.startsWith(root + path.sep)) { res.writeHead(403); res.end(); return; }
     fs.readFile(file, (err, data) => {
       if (err) { res.writeHead(404); res.end('not found'); return; }
+      // Cross-origin isolation gives performance.now() 5 us resolution (100 us otherwise),
+      // so per-frame model times of a fraction of a millisecond can be measured.
       res.writeHead(200, { 'Content-Type': types[path.extname(file)] || 'application/octet-stream',
-                           'Cache-Control': 'no-store' });
+                           'Cache-Control': 'no-store', ...isolation });
       res.end(data);
     });
   });
@@ -86,6 +91,17 @@ function referenceSteps(theta, omega, u, n) {
     theta = wrapAngle(theta + omega * dt);
   }
   return { theta, omega };
+}
+
+const angleDiff = (a, b) => Math.abs(wrapAngle(a - b));
+const median = (xs) => { const v = [...xs].sort((a, b) => a - b); return v[Math.floor(v.length / 2)]; };
+
+// Frames drawn per second over ms of real time.
+async function measureFps(page, ms) {
+  const a = await page.evaluate(() => window.ekvae.state());
+  await sleep(ms);
+  const b = await page.evaluate(() => window.ekvae.state());
+  return (b.frames - a.frames) / (ms / 1000);
 }
 
 // Opens the page (or the embed host) and waits for ekvae.ready; returns the load time.
@@ -129,6 +145,7 @@ async function main() {
   fs.mkdirSync(outDir, { recursive: true });
 
   let passed = 0, failed = 0;
+  const perf = {}; // measurements, written to OUT_DIR/perf.json (not checked against limits)
   const server = await startServer(siteDir);
   const base = `http://127.0.0.1:${server.address().port}`;
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'ekvae-chromium-'));
@@ -173,7 +190,19 @@ async function main() {
       const ms = await waitReady(page, o.t0);
       const overlayHidden = await page.evaluate(() => document.getElementById('overlay').classList.contains('hidden'));
       check(overlayHidden, 'the loading overlay is still shown');
-      return `first frame ${ms} ms after navigation`;
+      const s = await page.evaluate(() => window.ekvae.state());
+      check(s.model_loaded && s.model === 'pendulum-constrained.safetensors', `model: ${s.model}, error: ${s.error}`);
+      check(s.error === null, `error: ${s.error}`);
+      perf.timing = await page.evaluate(() => window.ekvae.timing);
+      perf.transfer_bytes = await page.evaluate(() => {
+        const nav = performance.getEntriesByType('navigation')[0];
+        const res = performance.getEntriesByType('resource');
+        const files = {};
+        for (const r of res) files[new URL(r.name).pathname] = r.transferSize;
+        return { total: nav.transferSize + res.reduce((n, r) => n + r.transferSize, 0), files };
+      });
+      return `first frame ${perf.timing.first_frame_ms.toFixed(0)} ms, model running ${perf.timing.ready_ms.toFixed(0)} ms ` +
+             `after navigation (${ms} ms by the test's clock); ${(perf.transfer_bytes.total / 1e6).toFixed(2)} MB transferred`;
     });
     if (!page) throw new Error('the page did not start; skipping the remaining checks');
 
@@ -181,9 +210,12 @@ async function main() {
       const s = await page.evaluate(() => window.ekvae.state());
       for (const k of ['t', 'theta', 'omega', 'torque', 'covered']) check(k in s, `state() lacks ${k}`);
       check(typeof s.t === 'number' && typeof s.theta === 'number' && typeof s.omega === 'number', 'non-numeric state');
-      check(s.estimate === null && s.forecast === null && s.model_ms === null, 'model outputs should be null without a model');
+      check(s.estimate && typeof s.estimate.theta === 'number' && typeof s.estimate.omega === 'number', 'no estimate');
+      check(s.forecast && s.forecast.theta.length === 30 && s.forecast.sigma.length === 30, 'forecast is not 30 steps');
+      check(s.forecast.sigma.every((x) => x >= 0 && Number.isFinite(x)), 'bad sigma');
+      check(typeof s.model_ms === 'number' && s.model_ms >= 0, `model_ms: ${s.model_ms}`);
       check(s.horizon === 30 && s.torque_mode === 'hold', `default options wrong: ${JSON.stringify(s)}`);
-      return `theta=${s.theta.toFixed(3)} omega=${s.omega.toFixed(3)}`;
+      return `theta=${s.theta.toFixed(3)} estimate=${s.estimate.theta.toFixed(3)} model_ms=${s.model_ms.toFixed(3)}`;
     });
 
     await test('the simulation runs in real time', async () => {
@@ -226,6 +258,133 @@ async function main() {
       return `theta after 2 s: u=0 ${res[0].theta.toFixed(3)}, u=+1.5 ${res[1.5].theta.toFixed(3)}, u=-1.5 ${res[-1.5].theta.toFixed(3)}`;
     });
 
+    await test('the filtered angle tracks the true angle', async () => {
+      const r = await page.evaluate(() => {
+        const e = window.ekvae;
+        e.pause(true);
+        e.reset(2.0, 0.5);
+        const errs = [];
+        for (let k = 0; k < 120; k++) {
+          e.setTorque(2 * Math.sin(0.15 * k));  // a swinging input, so the angle covers a wide range
+          e.step(1);
+          if (k >= 20) { const s = e.state(); errs.push([s.theta, s.estimate.theta]); }
+        }
+        e.setTorque(0);
+        return errs;
+      });
+      const err = r.map(([a, b]) => angleDiff(a, b));
+      const mean = err.reduce((x, y) => x + y, 0) / err.length;
+      const span = Math.max(...r.map(([a]) => a)) - Math.min(...r.map(([a]) => a));
+      check(r.length === 100, `${r.length} steps`);
+      check(mean < 0.3, `mean wrapped error ${mean.toFixed(3)} rad over 100 steps`);
+      return `mean error ${mean.toFixed(3)} rad, max ${Math.max(...err).toFixed(3)} rad; true angle spans ${span.toFixed(2)} rad`;
+    });
+
+    await test('changing the torque changes the forecast', async () => {
+      const r = await page.evaluate(() => {
+        const e = window.ekvae;
+        e.pause(true);
+        e.reset(Math.PI - 0.3, 0);
+        e.step(20);
+        e.setTorque(2); const a = e.state();
+        e.setTorque(-2); const b = e.state();
+        e.setTorqueMode('zero'); const z = e.state();
+        e.setTorqueMode('hold'); e.setTorque(0);
+        return { a: a.forecast, b: b.forecast, z: z.forecast, fa: a.forecast.torque, fb: b.forecast.torque };
+      });
+      const H = r.a.theta.length;
+      const dm = r.a.theta.map((x, k) => angleDiff(x, r.b.theta[k]));
+      const dt = r.a.true_theta.map((x, k) => angleDiff(x, r.b.true_theta[k]));
+      const kMax = dt.indexOf(Math.max(...dt));
+      check(r.fa === 2 && r.fb === -2 && r.z.torque === 0, `assumed torques ${r.fa}, ${r.fb}, ${r.z.torque}`);
+      check(Math.max(...dm) > 0.3, `the forecasts for u=+2 and u=-2 differ by at most ${Math.max(...dm).toFixed(3)} rad`);
+      // where the truth differs most, the model's forecasts differ the same way round
+      const sgn = (x) => Math.sign(wrapAngle(x));
+      check(sgn(r.a.theta[kMax] - r.b.theta[kMax]) === sgn(r.a.true_theta[kMax] - r.b.true_theta[kMax]),
+            'the forecast turns the other way than the truth');
+      return `u=+2 vs u=-2 over ${H} steps: forecasts differ by up to ${Math.max(...dm).toFixed(2)} rad, ` +
+             `the true futures by up to ${dt[kMax].toFixed(2)} rad (at step ${kMax + 1}: ${dm[kMax].toFixed(2)} rad)`;
+    });
+
+    await test('covering the camera widens sigma, uncovering narrows it', async () => {
+      const r = await page.evaluate(() => {
+        const e = window.ekvae;
+        e.pause(true);
+        e.reset(Math.PI - 0.5, 0);
+        e.step(30);
+        const s0 = e.state().estimate.sigma;
+        e.cover(true);
+        e.step(30);
+        const covered = e.state();
+        e.cover(false);
+        e.step(5);
+        const s2 = e.state().estimate.sigma;
+        return { s0, s1: covered.estimate.sigma, s2, flag: covered.covered, f0: covered.forecast.sigma[0] };
+      });
+      check(r.flag === true, 'covered flag not set');
+      check(r.s1 > 1.5 * r.s0, `sigma ${r.s0.toFixed(4)} -> ${r.s1.toFixed(4)} after 30 covered steps (not > 1.5x)`);
+      check(r.s2 < 0.75 * r.s1, `sigma ${r.s1.toFixed(4)} -> ${r.s2.toFixed(4)} after uncovering (not < 3/4)`);
+      return `sigma ${r.s0.toFixed(3)} -> covered 1.5 s ${r.s1.toFixed(3)} -> uncovered 0.25 s ${r.s2.toFixed(3)} rad`;
+    });
+
+    await test('a corrupt model file is refused; the previous model keeps running', async () => {
+      const r = await page.evaluate(async () => {
+        const e = window.ekvae;
+        e.pause(true);
+        const good = new Uint8Array(await (await fetch('models/pendulum-constrained.safetensors')).arrayBuffer());
+        const out = {};
+        const attempt = async (bytes, name) => {
+          try { await e.loadModel(bytes, { name }); return { ok: true, state: e.state() }; }
+          catch (err) { return { ok: false, message: err.message, state: e.state() }; }
+        };
+        // 1. truncated
+        out.truncated = await attempt(good.slice(0, 5000), 'truncated.safetensors');
+        // 2. wrong shape: the decoder's first weight [128, 2] relabelled [2, 128] (same bytes)
+        const n = Number(new DataView(good.buffer).getBigUint64(0, true));
+        const header = JSON.parse(new TextDecoder().decode(good.slice(8, 8 + n)));
+        const key = Object.keys(header).find((k) => /^dec\.0\.W$/.test(k)) || Object.keys(header).find((k) => k !== '__metadata__');
+        header[key].shape = [...header[key].shape].reverse();
+        let text = JSON.stringify(header);
+        while ((8 + text.length) % 8) text += ' ';
+        const hb = new TextEncoder().encode(text);
+        const wrong = new Uint8Array(8 + hb.length + (good.length - 8 - n));
+        new DataView(wrong.buffer).setBigUint64(0, BigInt(hb.length), true);
+        wrong.set(hb, 8);
+        wrong.set(good.slice(8 + n), 8 + hb.length);
+        out.key = key;
+        out.wrong = await attempt(wrong, 'wrong-shape.safetensors');
+        // 3. not a model at all
+        out.garbage = await attempt(new TextEncoder().encode('hello, I am not a model'), 'hello.txt');
+        // still running: steps advance the filter, which still tracks
+        e.reset(2.5, 0);
+        e.step(40);
+        out.after = e.state();
+        // a valid file of one's own loads (and the shipped one comes back)
+        out.own = await attempt(good, 'my-model.safetensors');
+        out.back = await attempt('models/pendulum-constrained.safetensors', 'pendulum-constrained.safetensors');
+        return out;
+      });
+      for (const k of ['truncated', 'wrong', 'garbage']) {
+        const a = r[k];
+        check(!a.ok, `${k}: accepted`);
+        check(a.message && a.state.error && a.state.error.includes(a.message.split(':')[0]), `${k}: error not in state(): ${a.state.error}`);
+        check(a.state.model === 'pendulum-constrained.safetensors' && a.state.model_loaded, `${k}: model is now ${a.state.model}`);
+      }
+      check(/shape|expected/i.test(r.wrong.message), `wrong shape: message "${r.wrong.message}"`);
+      check(angleDiff(r.after.theta, r.after.estimate.theta) < 0.3, `after the refusals the estimate ${r.after.estimate.theta} is off the truth ${r.after.theta}`);
+      check(r.own.ok && r.own.state.model === 'my-model.safetensors' && r.own.state.error === null, `own file: ${JSON.stringify(r.own.message || r.own.state.error)}`);
+      check(r.back.ok && r.back.state.model === 'pendulum-constrained.safetensors', 'could not load the shipped model back');
+      return `truncated: "${r.truncated.message}"; wrong shape (${r.key}): "${r.wrong.message}"; garbage: "${r.garbage.message}"`;
+    });
+
+    await test('benchmark: filter step + H=30 forecast with decoding (median of 1000 frames)', async () => {
+      const b = await page.evaluate(() => { window.ekvae.benchmark(100); return window.ekvae.benchmark(1000); });
+      check(b && b.median_ms > 0 && Number.isFinite(b.median_ms), `benchmark: ${JSON.stringify(b)}`);
+      perf.benchmark = b;
+      perf.cross_origin_isolated = await page.evaluate(() => self.crossOriginIsolated);
+      return `median ${b.median_ms.toFixed(3)} ms, mean ${b.mean_ms.toFixed(3)} ms per frame (not a timed test)`;
+    });
+
     await test('cover() toggles covered', async () => {
       const r = await page.evaluate(() => {
         const e = window.ekvae;
@@ -237,7 +396,7 @@ async function main() {
     });
 
     await test('arrow keys apply full torque while held', async () => {
-      await page.evaluate(() => { window.ekvae.setTorque(0); window.ekvae.reset(Math.PI, 0); });
+      await page.evaluate(() => { window.ekvae.pause(false); window.ekvae.setTorque(0); window.ekvae.reset(Math.PI, 0); });
       await page.keyboard.down('ArrowRight');
       await sleep(400);
       const held = await page.evaluate(() => window.ekvae.state());
@@ -254,11 +413,11 @@ async function main() {
     });
 
     await test('dragging pulls the pendulum toward the pointer', async () => {
-      // Layout of app.cpp at 1280x800: controls 300 px, the pendulum panel x in [312, 850],
-      // its pivot near (581, 260). A point at the panel's right edge, level with the pivot,
+      // Layout of app.cpp at 1280x800: controls 270 px, the pendulum panel x in [282, 678],
+      // its pivot near (480, 178). A point at the panel's right edge, level with the pivot,
       // is at angle +pi/2; from hanging down (pi) the pull is counter-clockwise: u < 0.
-      await page.evaluate(() => { window.ekvae.setTorque(0); window.ekvae.reset(Math.PI, 0); });
-      await page.mouse.move(830, 260);
+      await page.evaluate(() => { window.ekvae.pause(false); window.ekvae.setTorque(0); window.ekvae.reset(Math.PI, 0); });
+      await page.mouse.move(665, 178);
       await page.mouse.down();
       await sleep(400);
       const dragged = await page.evaluate(() => window.ekvae.state());
@@ -272,17 +431,27 @@ async function main() {
     });
 
     await test('screenshot is not blank', async () => {
-      await page.evaluate(() => { window.ekvae.reset(2.5, 0); window.ekvae.setTorque(1); });
+      // A scripted swing, so the plots show something: pumped up for 4 s, then the picture.
+      await page.evaluate(() => {
+        const e = window.ekvae;
+        e.pause(true);
+        e.reset(Math.PI - 0.2, 0);
+        for (let k = 0; k < 80; k++) { e.setTorque(k < 60 ? 2 * Math.sign(Math.sin(0.22 * k)) : 0.5); e.step(1); }
+        e.pause(false);
+      });
+      await sleep(400);
+      await page.evaluate(() => window.ekvae.pause(true));
       await sleep(300);
       const png = await withTimeout(page.screenshot({ path: path.join(outDir, 'default.png') }), STEP_TIMEOUT_MS, 'screenshot');
       const st = await pngStats(page, png);
       check(st.width === 1280 && st.height === 800, `screenshot is ${st.width}x${st.height}`);
       check(st.distinct >= 50, `only ${st.distinct} distinct colours`);
       check(st.topShare < 0.9, `one colour covers ${(100 * st.topShare).toFixed(0)}% of the image`);
-      await page.evaluate(() => { window.ekvae.cover(true); });
-      await sleep(200);
+      await page.evaluate(() => { window.ekvae.cover(true); window.ekvae.step(25); });
+      await sleep(300);
       await page.screenshot({ path: path.join(outDir, 'covered.png') });
-      await page.evaluate(() => { window.ekvae.cover(false); window.ekvae.setTorque(0); });
+      await page.evaluate(() => { window.ekvae.cover(false); window.ekvae.setTorque(0); window.ekvae.pause(false); });
+      perf.fps_default = await measureFps(page, 2000);
       return `${st.distinct} colours, top colour ${(100 * st.topShare).toFixed(0)}%, saved in ${outDir}`;
     });
 
@@ -293,14 +462,45 @@ async function main() {
 
     await test('URL parameters reach the app', async () => {
       const errs = [];
-      const o = await openPage(context, `${base}/index.html?horizon=12&torque=zero&compare=1&model=elbo.safetensors&ui=minimal`, errs);
+      const o = await openPage(context, `${base}/index.html?horizon=12&torque=zero&model=pendulum-elbo.safetensors&ui=minimal`, errs);
       await waitReady(o.page, o.t0);
       const s = await o.page.evaluate(() => window.ekvae.state());
-      check(s.horizon === 12 && s.torque_mode === 'zero' && s.compare === true && s.model === 'elbo.safetensors',
-            `state: ${JSON.stringify(s)}`);
+      check(s.horizon === 12 && s.torque_mode === 'zero' && s.model === 'pendulum-elbo.safetensors' &&
+            s.forecast.theta.length === 12 && s.forecast.torque === 0, `state: ${JSON.stringify(s)}`);
       await o.page.screenshot({ path: path.join(outDir, 'minimal.png') });
       check(errs.length === 0, errs.join(' | '));
       await o.page.close();
+    });
+
+    await test('compare mode runs both shipped models on the same pendulum', async () => {
+      const errs = [];
+      const o = await openPage(context, `${base}/index.html?compare=1`, errs);
+      await waitReady(o.page, o.t0);
+      const r = await o.page.evaluate(() => {
+        const e = window.ekvae;
+        e.pause(true);
+        e.reset(Math.PI - 0.2, 0);
+        for (let k = 0; k < 80; k++) { e.setTorque(k < 60 ? 2 * Math.sign(Math.sin(0.22 * k)) : 0.5); e.step(1); }
+        return e.state();
+      });
+      const names = r.models.map((m) => m.name);
+      check(r.compare === true && names.length === 2 && names.includes('pendulum-constrained.safetensors') &&
+            names.includes('pendulum-elbo.safetensors'), `models: ${names}`);
+      for (const m of r.models) {
+        check(m.forecast && m.forecast.theta.length === 30, `${m.name}: no forecast`);
+        check(angleDiff(m.estimate.theta, r.theta) < 0.5, `${m.name}: estimate ${m.estimate.theta} vs ${r.theta}`);
+      }
+      check(r.models[0].estimate.theta !== r.models[1].estimate.theta, 'both streams give the same estimate');
+      await o.page.evaluate(() => window.ekvae.pause(false));
+      await sleep(300);
+      await o.page.evaluate(() => window.ekvae.pause(true));
+      await sleep(300);
+      await o.page.screenshot({ path: path.join(outDir, 'compare.png') });
+      await o.page.evaluate(() => window.ekvae.pause(false));
+      perf.fps_compare = await measureFps(o.page, 3000);
+      check(errs.length === 0, errs.join(' | '));
+      await o.page.close();
+      return `${names.join(' + ')}; ${perf.fps_compare.toFixed(1)} FPS with both (SwiftShader, software rendering)`;
     });
 
     await test('works in an iframe, sized to its container', async () => {
@@ -315,6 +515,9 @@ async function main() {
         return [c.width, c.height, window.ekvae.state().t];
       });
       check(size[0] === 480 && size[1] === 320, `canvas is ${size[0]}x${size[1]}, expected 480x320`);
+      await frame.evaluate(() => window.ekvae.step(40));
+      await sleep(300);
+      await o.page.locator('iframe').screenshot({ path: path.join(outDir, 'embed.png') });
       check(errs.length === 0, errs.join(' | '));
       await o.page.close();
       return `canvas ${size[0]}x${size[1]}`;
@@ -338,6 +541,15 @@ async function main() {
   } catch (e) {
     failed++;
     console.log(`FAIL ${e && e.message ? e.message : e}`);
+    fs.writeFileSync(path.join(outDir, 'perf.json'), JSON.stringify(perf, null, 2) + '\n');
+    console.log(`perf: ${JSON.stringify(perf)}`);
+    const shots = process.env.EKVAE_SCREENSHOT_DIR;
+    if (shots) {
+      fs.mkdirSync(shots, { recursive: true });
+      for (const f of ['default.png', 'compare.png', 'covered.png', 'embed.png'])
+        if (fs.existsSync(path.join(outDir, f))) fs.copyFileSync(path.join(outDir, f), path.join(shots, f));
+      console.log(`screenshots copied to ${shots}`);
+    }
   } finally {
     clearTimeout(watchdog);
     if (context) await withTimeout(context.close(), 10000, 'close chromium').catch((e) => console.error(String(e)));
