@@ -286,6 +286,39 @@ template <class T> void ekvae_to_safetensors(const Ekvae<T> & m, SafeTensors & s
     st.metadata["config"] = config_to_json(m.cfg, -1);
 }
 
+namespace {
+// The longest "config" metadata accepted from a model file: a real config is under 1 KB.
+constexpr size_t kMaxConfigJson = 64 << 10;
+
+// Name and [rows, cols] of every parameter ekvae_init creates, in creation order, computed
+// without allocating them: a hostile config (16 layers of 4096 on 256x256 images) would
+// otherwise make the loader allocate gigabytes before finding that the file lacks the tensors.
+std::vector<std::pair<std::string, std::vector<int64_t>>> param_shapes(const EkvaeConfig & c) {
+    std::vector<std::pair<std::string, std::vector<int64_t>>> s;
+    auto mlp = [&](const std::string & name, int in, const std::vector<int> & hidden, int out) {
+        std::vector<int> sz = {in};
+        sz.insert(sz.end(), hidden.begin(), hidden.end());
+        sz.push_back(out);
+        for (size_t i = 0; i + 1 < sz.size(); i++) {
+            s.push_back({name + "." + std::to_string(i) + ".W", {sz[i + 1], sz[i]}});
+            s.push_back({name + "." + std::to_string(i) + ".b", {sz[i + 1], 1}});
+        }
+    };
+    const int D = c.image_size * c.image_size, na = c.n_a, nz = c.n_z, nu = c.n_u, K = c.K;
+    mlp("enc", D, c.enc_hidden, 2 * na);
+    mlp("dec", na, c.dec_hidden, D);
+    mlp("alpha", nz + nu, c.alpha_hidden, K);
+    s.push_back({"H", {na * nz, 1}});
+    s.push_back({"r_raw", {na, 1}});
+    s.push_back({"A", {nz * nz, K}});
+    s.push_back({"B", {nz * nu, K}});
+    s.push_back({"q_raw", {nz, K}});
+    s.push_back({"mu1", {nz, 1}});
+    s.push_back({"p1_raw", {nz, 1}});
+    return s;
+}
+} // namespace
+
 template <class T> bool ekvae_from_safetensors(const SafeTensors & st, Ekvae<T> & m, std::string & err) {
     auto fmt = st.metadata.find("format");
     if (fmt == st.metadata.end() || fmt->second != kModelFormat) {
@@ -305,12 +338,26 @@ template <class T> bool ekvae_from_safetensors(const SafeTensors & st, Ekvae<T> 
         err = "model file has no 'config' in its metadata";
         return false;
     }
+    if (c->second.size() > kMaxConfigJson) {
+        err = "model config: " + std::to_string(c->second.size()) + " bytes of JSON, more than the limit of " +
+              std::to_string(kMaxConfigJson);
+        return false;
+    }
     std::string cerr;
     if (!config_from_json(c->second, cfg, cerr)) {
         err = "model config: " + cerr;
         return false;
     }
+    // every parameter must be in the file with its shape before the model is built
+    const auto shapes = param_shapes(cfg);
+    for (const auto & [name, shape] : shapes)
+        if (!st.require(name, "F32", shape, err)) return false;
     ekvae_init(m, cfg, 0);
+    for (size_t i = 0; i < shapes.size(); i++) // param_shapes mirrors ekvae_init
+        if (m.ps.list.size() != shapes.size() || m.ps.list[i]->name != shapes[i].first) {
+            err = "internal error: param_shapes() disagrees with ekvae_init()";
+            return false;
+        }
     if (!params_from_safetensors(st, m.ps, err)) return false;
     const Tensor * W = st.find("readout.W");
     const Tensor * b = st.find("readout.b");
@@ -790,8 +837,25 @@ bool Trainer::restore(const uint8_t * data, size_t size, std::string & err) {
     int64_t sv[2];
     std::memcpy(lv, l->data.data(), sizeof lv);
     std::memcpy(sv, s->data.data(), sizeof sv);
-    if (!std::isfinite(lv[0]) || !std::isfinite(lv[1]) || sv[0] < 0 || sv[1] < 0) {
+    // A real run keeps lambda in [lambda_min, lambda_max], Adam's second moments >= 0, a
+    // nonzero RNG state and step counts far below int64 overflow (which `step + train_steps`
+    // and Adam's step++ would reach from a hostile file).
+    const int64_t kMaxStep = int64_t(1) << 53;
+    const EkvaeConfig & mc = m.cfg;
+    if (!std::isfinite(lv[0]) || !std::isfinite(lv[1]) || lv[0] < mc.lambda_min || lv[0] > mc.lambda_max ||
+        (lv[2] != 0 && lv[2] != 1) || sv[0] < 0 || sv[1] < 0 || sv[0] > kMaxStep || sv[1] > sv[0] || o.step > kMaxStep) {
         err = "checkpoint training state is corrupt (lambda or step out of range)";
+        return false;
+    }
+    for (size_t i = 0; i < o.v.size(); i++)
+        if ((o.v[i].array() < 0.0f).any()) {
+            err = "tensor 'adam.v." + m.ps.list[i]->name + "' holds negative second moments";
+            return false;
+        }
+    uint64_t rs[4];
+    std::memcpy(rs, r->data.data(), sizeof rs);
+    if ((rs[0] | rs[1] | rs[2] | rs[3]) == 0) {
+        err = "tensor 'train.rng': an all-zero generator state";
         return false;
     }
     init(m.cfg);
@@ -885,7 +949,7 @@ void fit_readout(Ekvae<float> & m, const Dataset & d, int max_sequences) {
 }
 
 void evaluate(Ekvae<float> & m, const Dataset & d, EvalMetrics & e, bool fit, uint64_t seed) {
-    const int nz = m.cfg.n_z, Dp = d.W * d.W, N = d.N, Tf = 16, Hmax = 32;
+    const int Dp = d.W * d.W, N = d.N, Tf = 16, Hmax = 32;
     e = EvalMetrics{};
     e.sequences = N;
     e.horizons = {1, 5, 10, 20, 32};
@@ -970,7 +1034,6 @@ void evaluate(Ekvae<float> & m, const Dataset & d, EvalMetrics & e, bool fit, ui
         e.rate = Rsum / N;
         e.elbo = -(e.distortion + e.rate);
     }
-    (void)nz;
 }
 
 std::string metrics_to_json(const EvalMetrics & e, int indent) {
