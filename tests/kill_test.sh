@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Crash safety of ekvae_train: SIGKILL at random moments (and on purpose while a checkpoint is
+# being written) never loses the last good checkpoint, and a run resumed after every kill ends
+# with exactly the weights of an uninterrupted run of the same steps.
+#   tests/kill_test.sh BUILD_NATIVE_DIR [KILLS]        (EKVAE_KILL_SEED picks the random delays)
+# Each round: start (or --resume) training towards a fixed step count with a checkpoint every
+# 0.6 s, kill -9 it after a random delay (every third round: the moment a checkpoint's
+# temporary file appears), then check that the checkpoint loads (the next --resume fails with
+# exit 2 otherwise) and that its step never went backwards. Finally resume to the end and
+# compare model.safetensors and checkpoint.safetensors byte for byte with the uninterrupted run.
+set -u
+bin=$1
+kills=${2:-18}
+train=$bin/ekvae_train
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+RANDOM=${EKVAE_KILL_SEED:-7}
+steps=15000
+tiny=(--image-size 8 --enc-hidden "[32]" --dec-hidden "[32]" --alpha-hidden "[16]" --K 4
+      --train-sequences 16 --test-sequences 4 --batch 4 --window 8 --eval-every 0 --threads 1
+      --checkpoint-minutes 0.01 --log-every 100000)
+pass=0
+fail=0
+ok() { echo "ok   $*"; pass=$((pass + 1)); }
+bad() { echo "FAIL $*"; fail=$((fail + 1)); }
+started=$(date +%s%N)
+
+# the step stored in a checkpoint (tensor train.step, I64 [step, rejected]); -1 when absent
+ck_step() {
+  python3 - "$1" <<'PY' 2>/dev/null || echo -1
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+s, e = json.loads(b[8:8 + n])["train.step"]["data_offsets"]
+print(struct.unpack("<q", b[8 + n + s:8 + n + s + 8])[0])
+PY
+}
+
+# the uninterrupted reference
+if "$train" "${tiny[@]}" --steps $steps --out "$tmp/ref" >"$tmp/ref.txt" 2>&1; then ok "uninterrupted run of $steps steps"
+else bad "uninterrupted run: $(tail -n 2 "$tmp/ref.txt")"; echo "$pass passed, $fail failed"; exit 1; fi
+
+run=$tmp/run
+last=-1         # step of the last good checkpoint seen
+during_write=0  # kills that left a checkpoint's temporary file behind (hit mid-write)
+lost=0
+resumes=0
+for ((i = 1; i <= kills; i++)); do
+  if [ -s "$run/checkpoint.safetensors" ]; then
+    have=$(ck_step "$run/checkpoint.safetensors")
+    cmd=("$train" --out "$run" --resume --steps $((steps - have)))
+    resumes=$((resumes + 1))
+  else
+    cmd=("$train" "${tiny[@]}" --steps $steps --out "$run")
+  fi
+  "${cmd[@]}" >"$tmp/seg.txt" 2>&1 &
+  pid=$!
+  if ((i % 3 == 0)); then
+    # on purpose: spin until a checkpoint's temporary file exists, then kill
+    while kill -0 $pid 2>/dev/null && ! compgen -G "$run/checkpoint.safetensors.tmp.*" >/dev/null; do :; done
+  else
+    sleep "0.$((RANDOM % 10))$((RANDOM % 10))" # 0.00 .. 0.99 s
+  fi
+  if ! kill -KILL $pid 2>/dev/null; then
+    wait $pid
+    rc=$?
+    if [ $rc -eq 2 ] && grep -q "resume" "$tmp/seg.txt"; then bad "round $i: the checkpoint does not load: $(tail -n1 "$tmp/seg.txt")"; break; fi
+    [ $rc -eq 0 ] && { echo "     round $i: the run finished before the kill"; break; }
+    bad "round $i: exit $rc: $(tail -n 2 "$tmp/seg.txt")"
+    break
+  fi
+  wait $pid 2>/dev/null
+  if compgen -G "$run/checkpoint.safetensors.tmp.*" >/dev/null; then during_write=$((during_write + 1)); fi
+  rm -f "$run"/*.tmp.* # debris of the killed writer; the real files are untouched
+  now=$(ck_step "$run/checkpoint.safetensors")
+  if [ -e "$run/checkpoint.safetensors" ] && [ "$now" -lt 0 ]; then bad "round $i: checkpoint.safetensors unreadable after the kill"; lost=$((lost + 1))
+  elif [ "$now" -lt "$last" ]; then bad "round $i: checkpoint went back from step $last to $now"; lost=$((lost + 1))
+  fi
+  last=$now
+done
+ok "$((i - 1)) kills survived ($during_write while a checkpoint was being written), $resumes resumes, last checkpoint at step $last"
+[ $lost -eq 0 ] && ok "no checkpoint was ever lost, torn or older than the one before" || true
+[ $during_write -gt 0 ] && ok "kills landed during checkpoint writes" || bad "no kill landed during a checkpoint write"
+
+# resume to the end (every kill above is checked to have left a loadable checkpoint)
+have=$(ck_step "$run/checkpoint.safetensors")
+if [ "$have" -ge 0 ] && [ "$have" -lt $steps ]; then
+  "$train" --out "$run" --resume --steps $((steps - have)) >"$tmp/seg.txt" 2>&1 || bad "final resume: $(tail -n 2 "$tmp/seg.txt")"
+elif [ "$have" -lt 0 ]; then
+  "$train" "${tiny[@]}" --steps $steps --out "$run" >"$tmp/seg.txt" 2>&1 || bad "final run: $(tail -n 2 "$tmp/seg.txt")"
+fi
+if cmp -s "$tmp/ref/model.safetensors" "$run/model.safetensors"; then ok "model.safetensors byte-identical to the uninterrupted run"
+else bad "model.safetensors differs from the uninterrupted run"; fi
+if cmp -s "$tmp/ref/checkpoint.safetensors" "$run/checkpoint.safetensors"; then ok "checkpoint.safetensors byte-identical to the uninterrupted run"
+else bad "checkpoint.safetensors differs from the uninterrupted run"; fi
+n=$(grep -c '"D"' "$run/train.jsonl")
+[ "$n" -eq $steps ] && ok "train.jsonl has one line per step ($steps)" || bad "train.jsonl has $n step lines, expected $steps"
+
+echo "kill test: $(( ($(date +%s%N) - started) / 1000000 )) ms"
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
