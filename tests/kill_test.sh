@@ -2,7 +2,7 @@
 # Crash safety of ekvae_train: SIGKILL at random moments (and on purpose while a checkpoint is
 # being written) never loses the last good checkpoint, and a run resumed after every kill ends
 # with exactly the weights of an uninterrupted run of the same steps.
-#   tests/kill_test.sh BUILD_NATIVE_DIR [KILLS]        (EKVAE_KILL_SEED picks the random delays)
+#   tests/kill_test.sh BUILD_NATIVE_DIR [KILLS]   (EKVAE_KILL_SEED: the random delays; EKVAE_KILL_STEPS: run length)
 # Each round: start (or --resume) training towards a fixed step count with a checkpoint every
 # 0.6 s, kill -9 it after a random delay (every third round: the moment a checkpoint's
 # temporary file appears), then check that the checkpoint loads (the next --resume fails with
@@ -15,7 +15,7 @@ train=$bin/ekvae_train
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 RANDOM=${EKVAE_KILL_SEED:-7}
-steps=15000
+steps=${EKVAE_KILL_STEPS:-15000}
 tiny=(--image-size 8 --enc-hidden "[32]" --dec-hidden "[32]" --alpha-hidden "[16]" --K 4
       --train-sequences 16 --test-sequences 4 --batch 4 --window 8 --eval-every 0 --threads 1
       --checkpoint-minutes 0.01 --log-every 100000)

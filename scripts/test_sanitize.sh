@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole native test suite under AddressSanitizer + UndefinedBehaviorSanitizer (GCC):
+#   scripts/test_sanitize.sh
+# configures build-asan/ (EKVAE_ASAN_BUILD_DIR) with -DEKVAE_SANITIZE=ON -DEKVAE_NATIVE_ARCH=OFF,
+# builds it and runs ctest there: the doctest suites, the fuzz corpus replay, the CLI tests
+# (their binaries sanitized too) and the kill test (shorter: EKVAE_KILL_STEPS). Any sanitizer
+# report aborts the process and fails its test. Exit status 0 only when everything passed.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+build=${EKVAE_ASAN_BUILD_DIR:-build-asan}
+jobs=${EKVAE_JOBS:-2}
+started=$(date +%s)
+
+cmake -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEKVAE_SANITIZE=ON -DEKVAE_NATIVE_ARCH=OFF >/dev/null
+cmake --build "$build" -j"$jobs"
+built=$(date +%s)
+
+# abort on the first report (UBSan is already -fno-sanitize-recover); leaks count as failures
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export EKVAE_KILL_STEPS=${EKVAE_KILL_STEPS:-4000}
+rc=0
+ctest --test-dir "$build" --output-on-failure -j"$jobs" --timeout 900 || rc=$?
+echo "sanitizer build: $((built - started)) s to build, $(( $(date +%s) - built )) s of tests"
+exit $rc
