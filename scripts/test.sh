@@ -6,7 +6,8 @@
 # 3. wasm build in build-wasm/ (site in build-wasm/site/)
 # 4. browser test: headless Chromium on the built site (web/tests/page.test.mjs);
 #    screenshots in build-wasm/test-output/
-# 5. ekvae_viewer under Xvfb for 300 frames, with a screenshot that must not be blank
+# 5. ekvae_viewer under Xvfb for 300 frames with the shipped model (when models/ has it), with
+#    a screenshot that must not be blank; its --bench timing; a corrupt model file is refused
 # Build failures stop at once; test failures are collected and reported at the end.
 # Exit status 0 only when everything passed.
 set -euo pipefail
@@ -41,6 +42,7 @@ timeout -k 10 300 node web/tests/page.test.mjs "$wbuild/site" "$wbuild/test-outp
 
 step "native viewer under Xvfb"
 viewer=$build/native/ekvae_viewer
+model=models/pendulum-constrained.safetensors
 if [ ! -x "$viewer" ]; then
   echo "FAIL: $viewer was not built (libimgui-dev, libsdl2-dev and OpenGL are needed)"
   failed+=("viewer")
@@ -50,11 +52,16 @@ elif ! command -v xvfb-run >/dev/null; then
 else
   shot=$build/viewer-test.png
   rm -f "$shot"
-  if out=$(timeout -k 10 180 xvfb-run -a -s "-screen 0 1280x800x24" "$viewer" --frames 300 --screenshot "$shot" 2>&1); then
+  model_args=()
+  [ -f "$model" ] && model_args=(--model "$model")
+  if out=$(timeout -k 10 180 xvfb-run -a -s "-screen 0 1280x800x24" "$viewer" --frames 300 --screenshot "$shot" "${model_args[@]}" 2>&1); then
     echo "$out"
     colours=$(echo "$out" | sed -n 's/.*colours=\([0-9]*\).*/\1/p')
-    if [ -s "$shot" ] && [ "${colours:-0}" -ge 50 ]; then
-      echo "ok   ekvae_viewer: 300 frames, screenshot $shot with $colours colours"
+    if [ -f "$model" ] && ! echo "$out" | grep -q "model pendulum-constrained.safetensors"; then
+      echo "FAIL: the viewer did not run $model"
+      failed+=("viewer")
+    elif [ -s "$shot" ] && [ "${colours:-0}" -ge 50 ]; then
+      echo "ok   ekvae_viewer: 300 frames${model_args:+ with $model}, screenshot $shot with $colours colours"
     else
       echo "FAIL: the viewer's screenshot is missing or blank (colours=${colours:-?})"
       failed+=("viewer")
@@ -62,6 +69,22 @@ else
   else
     echo "$out"
     echo "FAIL: ekvae_viewer under Xvfb exited with an error"
+    failed+=("viewer")
+  fi
+fi
+
+if [ -x "$viewer" ] && [ -f "$model" ]; then
+  # model time per frame, natively (a benchmark, not a timed test)
+  "$viewer" --model "$model" --bench 1000 | tail -1 || failed+=("viewer-bench")
+  # a truncated model file is refused with a message, exit status 1
+  head -c 5000 "$model" > "$build/truncated.safetensors"
+  if err=$("$viewer" --model "$build/truncated.safetensors" --bench 1 2>&1); then
+    echo "FAIL: the viewer accepted a truncated model file"
+    failed+=("viewer")
+  elif echo "$err" | grep -q "not a valid safetensors file"; then
+    echo "ok   ekvae_viewer refuses a truncated model: $(echo "$err" | head -1)"
+  else
+    echo "FAIL: unexpected output for a truncated model: $err"
     failed+=("viewer")
   fi
 fi

@@ -298,12 +298,16 @@ int main(int argc, char ** argv) {
             opt.model.clear();
         }
         app_init(app, opt); // before the window: --bench needs no display
-        app_set_shipped_models(app, list_models(loop.models_dir));
         if (!explicit_file.empty()) {
+            app.shipped = list_models(loop.models_dir); // for the model selector
             if (!load_model_file(loop, explicit_file, 0)) return 1;
-        } else if (!opt.model.empty() && app.streams[0].name != opt.model) {
-            report_error("--model " + opt.model + ": no such file, nor in " + loop.models_dir + "/");
-            return 1;
+            if (app.opt.compare) app_set_compare(app, true);
+        } else {
+            app_set_shipped_models(app, list_models(loop.models_dir));
+            if (!opt.model.empty() && app.streams[0].name != opt.model) {
+                report_error("--model " + opt.model + ": no such file, nor in " + loop.models_dir + "/");
+                return 1;
+            }
         }
         if (!app.streams[0].model) std::printf("ekvae_viewer: no model loaded (no models in %s/)\n", loop.models_dir.c_str());
         if (bench > 0) {

@@ -214,6 +214,8 @@ async function main() {
       check(s.forecast && s.forecast.theta.length === 30 && s.forecast.sigma.length === 30, 'forecast is not 30 steps');
       check(s.forecast.sigma.every((x) => x >= 0 && Number.isFinite(x)), 'bad sigma');
       check(typeof s.model_ms === 'number' && s.model_ms >= 0, `model_ms: ${s.model_ms}`);
+      check(s.models[0].fast_decode && s.models[0].decode_check < 1e-5,
+            `app.cpp's decoder differs from the core's by ${s.models[0].decode_check}`);
       check(s.horizon === 30 && s.torque_mode === 'hold', `default options wrong: ${JSON.stringify(s)}`);
       return `theta=${s.theta.toFixed(3)} estimate=${s.estimate.theta.toFixed(3)} model_ms=${s.model_ms.toFixed(3)}`;
     });
@@ -538,9 +540,6 @@ async function main() {
       check(r.startsWith('rejected') && /WebGL2/.test(text), `ready ${r}; message "${text}"`);
       await p.close();
     });
-  } catch (e) {
-    failed++;
-    console.log(`FAIL ${e && e.message ? e.message : e}`);
     fs.writeFileSync(path.join(outDir, 'perf.json'), JSON.stringify(perf, null, 2) + '\n');
     console.log(`perf: ${JSON.stringify(perf)}`);
     const shots = process.env.EKVAE_SCREENSHOT_DIR;
@@ -550,6 +549,9 @@ async function main() {
         if (fs.existsSync(path.join(outDir, f))) fs.copyFileSync(path.join(outDir, f), path.join(shots, f));
       console.log(`screenshots copied to ${shots}`);
     }
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${e && e.message ? e.message : e}`);
   } finally {
     clearTimeout(watchdog);
     if (context) await withTimeout(context.close(), 10000, 'close chromium').catch((e) => console.error(String(e)));
