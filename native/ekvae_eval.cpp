@@ -303,9 +303,14 @@ int main(int argc, char ** argv) {
                         " (generate data with ekvae_data --image-size " + std::to_string(image_size) + ")", kUsage);
     if (d.T < 48) usage_error("the test sequences have " + std::to_string(d.T) + " steps; the forecast metrics need at least 48", kUsage);
     if (d.N < 2) usage_error("the test set needs at least 2 sequences", kUsage);
-    if (figures) {
-        if (!is_dir(fig_dir) && ::mkdir(fig_dir.c_str(), 0755) != 0)
-            usage_error("cannot create directory '" + fig_dir + "': " + std::strerror(errno), kUsage);
+    if (figures) { // mkdir -p
+        for (size_t i = 1; i <= fig_dir.size(); i++) {
+            if (i < fig_dir.size() && fig_dir[i] != '/') continue;
+            const std::string part = fig_dir.substr(0, i);
+            if (!is_dir(part) && ::mkdir(part.c_str(), 0755) != 0)
+                usage_error(errno == EEXIST ? "'" + part + "' exists and is not a directory"
+                                            : "cannot create directory '" + part + "': " + std::strerror(errno), kUsage);
+        }
     }
 
     std::vector<EvalMetrics> metrics(models.size());

@@ -71,6 +71,16 @@ def labels_for(paths, suffixes, generic):
     return out
 
 
+def short_labels(labels):
+    """Labels without the prefix they all share (pendulum-constrained, pendulum-elbo -> constrained, elbo)."""
+    if len(labels) < 2:
+        return labels
+    prefix = os.path.commonprefix(labels)
+    cut = max(prefix.rfind(c) for c in "-_/.") + 1
+    short = [l[cut:] for l in labels]
+    return short if all(short) and len(set(short)) == len(short) else labels
+
+
 def model_labels(paths):
     return labels_for(paths, [".safetensors"], {"model", "checkpoint"})
 
@@ -351,11 +361,12 @@ def plot_predictions(fig_data, base, labels, out, stride=2):
     tf = fig_data["filter_steps"]
     frames = list(range(stride - 1, F, stride))  # 0-based frame indices shown
     gap, block_gap = 1, 8
+    short = short_labels(labels)
     rows, names = [], []  # (sequence, images [F, W, W]) in display order
     for s in range(S):
         rows.append((s, true[s]))
         names.append("true")
-        for label, r, f in zip(labels, recons, fores):
+        for label, r, f in zip(short, recons, fores):
             prefix = label + ": " if len(labels) > 1 else ""
             rows.append((s, r[s]))
             names.append(prefix + "reconstruction")
@@ -376,7 +387,8 @@ def plot_predictions(fig_data, base, labels, out, stride=2):
     cmap = plt.get_cmap("gray").copy()  # white pendulum on black tiles
     cmap.set_bad("white")
     fig_w = 10
-    fig_h = round(1.3 + 8.3 * height / width, 1)
+    image_w = fig_w - 0.8 - 0.075 * max(len(n) for n in names)  # inches left beside the row labels
+    fig_h = round(1.3 + image_w * height / width, 1)
     fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=DPI, constrained_layout=True)
     ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest", aspect="equal")
     ax.set_yticks(centres)
@@ -397,7 +409,7 @@ def plot_predictions(fig_data, base, labels, out, stride=2):
     for sp in ax.spines.values():
         sp.set_visible(False)
     ax.tick_params(length=0)
-    ax.set_title("Predictions on test sequences\nreconstruction: decoded $H\\,\\mathbb{E}[z_t \\mid x_{1:%d}]$ (smoothed);  "
+    ax.set_title("Predictions on test sequences\nreconstruction: decoded $H\\,\\mathbb{E}[z_t \\mid x_{1:%d}]$;  "
                  "forecast: decoded filtered means, then open loop" % F, pad=18)
     fig.savefig(out, dpi=DPI)
     plt.close(fig)
@@ -417,15 +429,17 @@ def plot_forecast_error(fig_data, labels, out):
     a0.plot(h, e["baseline_angle_err_curve"], color="0.45", ls="--", lw=1.5, label="repeat last frame")
     a1.plot(h, e["baseline_mse_curve"], color="0.45", ls="--", lw=1.5, label="repeat last frame")
     a0.set_title("Angle error of the forecast image")
-    a0.set_ylabel("mean |$\\Delta\\theta$| (rad)")
+    a0.set_ylabel("mean |$\\Delta\\theta$| (rad, log scale)")
     a1.set_title("Pixel error of the forecast image")
-    a1.set_ylabel("per-pixel MSE")
+    a1.set_ylabel("per-pixel MSE (log scale)")
     for a in (a0, a1):
         a.set_xlabel("forecast horizon (steps after 16 filtered frames)")
         a.set_xlim(1, h[-1])
-        a.set_ylim(bottom=0)
+        a.set_yscale("log")  # the models sit far below the baseline: a log scale shows both
+        a.yaxis.set_major_formatter(FuncFormatter(lambda v, _: "%g" % v))
         a.grid(alpha=0.3)
-        a.legend(loc="upper left")
+        a.grid(alpha=0.1, which="minor")
+        a.legend(loc="lower right")
     fig.suptitle("Open-loop forecast error on %d test sequences" % e["sequences"])
     fig.savefig(out, dpi=DPI)
     plt.close(fig)
