@@ -44,10 +44,17 @@ std::string shape_string(const std::vector<int64_t> & shape) {
     return s + "]";
 }
 
-// Scans the header text for bracket nesting deeper than max_depth, skipping string contents.
-// Returns the maximum depth seen (stops early once over the limit).
-int json_nesting_depth(const char * p, size_t n, int max_depth) {
-    int depth = 0, deepest = 0;
+// Largest number of JSON values (counted as commas) accepted in a header. An ekvae checkpoint
+// has a few hundred; 2^17 allows thousands of tensors from other tools. The limit keeps a
+// hostile 16 MiB header of tiny values (a shape of millions of zeros, a million metadata keys)
+// from becoming ~400 MB of parsed JSON: at most ~15 MB are built.
+constexpr size_t kMaxJsonItems = 1u << 17;
+
+// Scans the header text, skipping string contents, for bracket nesting deeper than max_depth
+// and for more than max_items commas. Returns false (with what) at the first limit crossed.
+bool json_within_limits(const char * p, size_t n, int max_depth, size_t max_items, std::string & what) {
+    int depth = 0;
+    size_t items = 0;
     bool in_string = false;
     for (size_t i = 0; i < n; i++) {
         char c = p[i];
@@ -58,14 +65,18 @@ int json_nesting_depth(const char * p, size_t n, int max_depth) {
         }
         if (c == '"') in_string = true;
         else if (c == '{' || c == '[') {
-            depth++;
-            deepest = std::max(deepest, depth);
-            if (deepest > max_depth) return deepest;
+            if (++depth > max_depth) {
+                what = "JSON nested deeper than " + std::to_string(max_depth) + " levels";
+                return false;
+            }
         } else if (c == '}' || c == ']') {
             depth--;
+        } else if (c == ',' && ++items > max_items) {
+            what = "more than " + std::to_string(max_items) + " JSON values";
+            return false;
         }
     }
-    return deepest;
+    return true;
 }
 
 // Reads a JSON integer that must be >= 0 into out. False for anything else.
@@ -258,9 +269,10 @@ bool safetensors_parse(const uint8_t * data, size_t size, SafeTensors & out, std
     const uint64_t data_size = size - 8 - n;
     const uint8_t * body = data + 8 + n;
 
-    // JSON header, nesting depth checked before the (recursive) parser sees it
-    if (json_nesting_depth(header, n, kMaxJsonDepth) > kMaxJsonDepth) {
-        err = "malformed header: JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels";
+    // JSON header: nesting depth and size checked before the parser sees it
+    std::string what;
+    if (!json_within_limits(header, n, kMaxJsonDepth, kMaxJsonItems, what)) {
+        err = "malformed header: " + what;
         return false;
     }
     json h = json::parse(header, header + n, nullptr, false);

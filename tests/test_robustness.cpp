@@ -347,3 +347,24 @@ TEST_CASE("a checkpoint with a corrupt training state is refused") {
         refused(s, "train.rng");
     }
 }
+
+TEST_CASE("a 16 MiB header of tiny JSON values is refused before it is parsed") {
+    // a shape of ~8 million zeros: nlohmann would build ~300 MB of values from it
+    std::string zeros;
+    zeros.reserve(kMaxSafetensorsHeader);
+    for (size_t i = 0; i < kMaxSafetensorsHeader / 2 - 100; i++) zeros += i ? ",0" : "0";
+    std::vector<uint8_t> f = raw_file("{\"a\": {\"dtype\": \"U8\", \"shape\": [" + zeros + "], \"data_offsets\": [0, 0]}}");
+    SafeTensors st;
+    std::string err;
+    CHECK_FALSE(safetensors_parse(f.data(), f.size(), st, err));
+    CHECK(err.find("JSON values") != std::string::npos);
+    // a million metadata keys
+    std::string keys;
+    for (int i = 0; i < 1000000; i++) keys += (i ? ",\"" : "\"") + std::to_string(i) + "\":\"\"";
+    f = raw_file("{\"__metadata__\": {" + keys + "}}");
+    CHECK_FALSE(safetensors_parse(f.data(), f.size(), st, err));
+    CHECK(err.find("JSON values") != std::string::npos);
+    // one string of 15 MiB is fine (it is a single value)
+    f = raw_file("{\"__metadata__\": {\"k\": \"" + std::string(15 << 20, 'x') + "\"}}");
+    CHECK_MESSAGE(safetensors_parse(f.data(), f.size(), st, err), err);
+}
