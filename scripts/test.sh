@@ -3,6 +3,8 @@
 #   scripts/test.sh
 # 1. scripts/setup.sh                         (Debian packages, SDL2/ImGui sources, playwright-core)
 # 2. native build in build/ + ctest           (doctest unit tests, CLI tests)
+#    + the same suite under ASan/UBSan (scripts/test_sanitize.sh, build-asan/) and 15 s of
+#    libFuzzer per loader (scripts/fuzz.sh, build-fuzz/); see docs/robustness.md
 # 3. wasm build in build-wasm/ (site in build-wasm/site/)
 # 4. browser test: headless Chromium on the built site (web/tests/page.test.mjs);
 #    screenshots in build-wasm/test-output/
@@ -32,6 +34,12 @@ cmake --build "$build" -j"$jobs"
 
 step "native tests (ctest)"
 ctest --test-dir "$build" --output-on-failure -j"$jobs" || failed+=("ctest")
+
+step "sanitizers: the native suite under ASan + UBSan (build-asan/)"
+scripts/test_sanitize.sh || failed+=("sanitize")
+
+step "fuzzing: each loader for 15 s under libFuzzer (build-fuzz/)"
+scripts/fuzz.sh 15 || failed+=("fuzz")
 
 step "wasm build ($wbuild/)"
 emcmake cmake -B "$wbuild"
