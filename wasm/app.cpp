@@ -159,64 +159,10 @@ double stream_filter(App & app, ModelStream & s, double u_prev) {
     return s.filter_ms;
 }
 
-// The decoder's mean images for latent means zs [n_z, N] -> images [D, N], in plain loops:
-// a = H z, then each layer y = act(W x + b) as column axpys (y += W(:, k) x_k) that clang
-// vectorises with wasm SIMD, then the sigmoid. The same numbers as the core's
-// decode(H zs); in the browser about 2-3x faster than Eigen's scalar-packet products there.
-void decode_frames(const ekvae::Ekvae<float> & m, const Mat<float> & zs, Mat<float> & images, std::vector<float> scratch[2]) {
-    const int na = m.cfg.n_a, nz = m.cfg.n_z, N = (int)zs.cols();
-    const float * Hm = m.H->value.data(); // [n_a, n_z] column-major
-    std::vector<float> * cur = &scratch[0], * nxt = &scratch[1];
-    cur->assign((size_t)na * N, 0.f);
-    for (int n = 0; n < N; n++)
-        for (int j = 0; j < nz; j++)
-            for (int i = 0; i < na; i++) (*cur)[(size_t)n * na + i] += Hm[(size_t)j * na + i] * zs(j, n);
-    int rows = na;
-    const size_t L = m.dec.layers.size();
-    for (size_t l = 0; l < L; l++) {
-        const Mat<float> & W = m.dec.layers[l].W->value; // [n_out, n_in]
-        const float * b = m.dec.layers[l].b->value.data();
-        const int n_out = (int)W.rows(), n_in = (int)W.cols();
-        const bool last = l + 1 == L;
-        float * out;
-        if (last) {
-            images.resize(n_out, N);
-            out = images.data();
-        } else {
-            nxt->resize((size_t)n_out * N);
-            out = nxt->data();
-        }
-        for (int n = 0; n < N; n++) {
-            float * __restrict y = out + (size_t)n * n_out;
-            const float * x = cur->data() + (size_t)n * n_in;
-            for (int i = 0; i < n_out; i++) y[i] = b[i];
-            for (int k = 0; k < n_in; k++) {
-                const float xk = x[k];
-                if (xk == 0.f) continue; // ReLU zeros: about half the inputs
-                const float * __restrict w = W.data() + (size_t)k * n_out;
-                for (int i = 0; i < n_out; i++) y[i] += w[i] * xk;
-            }
-            if (!last && m.dec.act == ekvae::Activation::Relu)
-                for (int i = 0; i < n_out; i++) y[i] = std::max(y[i], 0.f);
-            else if (!last && m.dec.act == ekvae::Activation::Tanh)
-                for (int i = 0; i < n_out; i++) y[i] = std::tanh(y[i]);
-        }
-        if (!last) std::swap(cur, nxt);
-        rows = n_out;
-    }
-    (void)rows;
-    for (Eigen::Index i = 0; i < images.size(); i++) images.data()[i] = 1.f / (1.f + std::exp(-images.data()[i]));
-}
-
 // The open-loop forecast of stream s under constant torque u for H steps (decoded frames).
 void stream_forecast(ModelStream & s, int H, double u) {
     const Mat<float> U = Mat<float>::Constant(1, H, (float)u);
-    if (s.fast_decode) {
-        ekvae::forecast(*s.tape, *s.model, s.z, s.P, U, s.zs, s.Ps, static_cast<Mat<float> *>(nullptr));
-        decode_frames(*s.model, s.zs, s.images, s.scratch);
-    } else {
-        ekvae::forecast(*s.tape, *s.model, s.z, s.P, U, s.zs, s.Ps, &s.images);
-    }
+    ekvae::forecast(*s.tape, *s.model, s.z, s.P, U, s.zs, s.Ps, &s.images);
     s.fc_theta.resize(H);
     s.fc_sigma.resize(H);
     s.fc_omega.resize(H);
@@ -1053,18 +999,12 @@ bool app_load_model(App & app, int slot, const std::string & name, const uint8_t
     if (all_finite(trial.z) && all_finite(trial.P)) ekvae::forecast(*trial.tape, *trial.model, trial.z, trial.P, U0, zs, Ps, &img);
     if (!all_finite(trial.z) || !all_finite(trial.P) || !all_finite(zs) || !all_finite(Ps) || !all_finite(img))
         return fail("the model produces non-finite values");
-    // app.cpp's decoder against the core's on the same latents
-    Mat<float> fast;
-    decode_frames(*trial.model, zs, fast, trial.scratch);
-    const double decode_check = fast.size() == img.size() ? (double)(fast - img).cwiseAbs().maxCoeff() : 1e9;
 
     ModelStream & s = app.streams[slot];
     s.name = name;
     s.model = std::move(trial.model);
     if (!s.tape) s.tape = std::make_unique<ekvae::Tape<float>>();
     s.images.resize(0, 0);
-    s.decode_check = decode_check;
-    s.fast_decode = decode_check < 1e-4;
     stream_restart(app, s);
     app.model_error.clear();
     err.clear();
@@ -1114,12 +1054,7 @@ double app_benchmark(App & app, int n, int H, int slot, double * mean_ms) {
         const double t0 = now_ms();
         ekvae::filter_step(*s.tape, *s.model, s.z, s.P, !started0, (float)app.torque, &x);
         ekvae::readout_angle(*s.model, s.z, s.P, th, sg, om);
-        if (s.fast_decode) {
-            ekvae::forecast(*s.tape, *s.model, s.z, s.P, U, zs, Ps, static_cast<Mat<float> *>(nullptr));
-            decode_frames(*s.model, zs, img, s.scratch);
-        } else {
-            ekvae::forecast(*s.tape, *s.model, s.z, s.P, U, zs, Ps, &img);
-        }
+        ekvae::forecast(*s.tape, *s.model, s.z, s.P, U, zs, Ps, &img);
         for (int k = 0; k < H; k++) {
             const Mat<float> zk = zs.col(k), Pk = Ps.col(k);
             ekvae::readout_angle(*s.model, zk, Pk, th, sg, om);
@@ -1146,8 +1081,6 @@ std::string app_state_json(App & app) {
         j["filter_ms"] = s.filter_ms;
         j["forecast_ms"] = s.forecast_ms;
         j["model_ms"] = s.frame_ms;
-        j["decode_check"] = s.decode_check;
-        j["fast_decode"] = s.fast_decode;
         return j;
     };
     json j;

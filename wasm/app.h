@@ -57,11 +57,6 @@ struct ModelStream {
     // Past: the estimate per step (angle, its sigma, omega and its sigma), oldest first, for the plots.
     std::deque<double> past_theta, past_sigma, past_omega, past_omega_sigma;
     std::deque<LatentPoint> latent;                  // recent filtered means
-    // Decoding: app.cpp's own loop kernel (decode_frames) unless its check against the core's
-    // decoder at load time failed; decode_check is that check's max abs difference.
-    bool fast_decode = true;
-    double decode_check = 0;
-    std::vector<float> scratch[2];                   // decode_frames' layer buffers
     double filter_ms = 0, forecast_ms = 0;           // time of the last filter step / forecast
     double frame_ms = 0;                             // model time of the last frame (filter + forecast + decode)
 };
