@@ -653,19 +653,22 @@ template <class T> void filter_step(Tape<T> & t, Ekvae<T> & m, Mat<T> & z, Mat<T
     P = t.value(Pp);
 }
 
-template <class T> void readout_angle(const Ekvae<T> & m, const Mat<T> & z, const Mat<T> & P, double & theta, double & sigma, double & omega) {
-    const Eigen::VectorXd zz = z.col(0).template cast<double>();
-    const Eigen::MatrixXd W = m.readout_W.template cast<double>();
-    const Eigen::VectorXd o = W * zz + m.readout_b.col(0).template cast<double>();
-    const double c = o(0), s = o(1);
-    theta = std::atan2(s, c);
-    omega = o(2);
-    // d theta / d z = (c grad s - s grad c) / (c^2 + s^2)
-    const double n2 = std::max(c * c + s * s, 1e-12);
-    const Eigen::VectorXd g = (c * W.row(1) - s * W.row(0)).transpose() / n2;
+template <class T> Readout readout(const Ekvae<T> & m, const Mat<T> & z, const Mat<T> & P, int col) {
     const int nz = m.cfg.n_z;
-    const Eigen::MatrixXd Pm = Eigen::Map<const Eigen::MatrixXd>(P.template cast<double>().eval().data(), nz, nz);
-    sigma = std::sqrt(std::max(g.dot(Pm * g), 0.0));
+    const Eigen::VectorXd zz = z.col(col).template cast<double>();
+    const Eigen::MatrixXd Pm = Eigen::Map<const Mat<T>>(P.col(col).data(), nz, nz).template cast<double>();
+    const Eigen::MatrixXd W = m.readout_W.template cast<double>();
+    const Eigen::VectorXd o = W * zz + m.readout_b.col(0).template cast<double>(); // (cos, sin, omega)
+    const double c = o(0), s = o(1);
+    Readout r;
+    r.theta = std::atan2(s, c);
+    r.omega = o(2);
+    // d theta / d z = (c grad s - s grad c) / (c^2 + s^2);  d omega / d z = W row 2
+    const Eigen::VectorXd g = (c * W.row(1) - s * W.row(0)).transpose() / std::max(c * c + s * s, 1e-12);
+    const Eigen::VectorXd w = W.row(2).transpose();
+    r.sigma_theta = std::sqrt(std::max(g.dot(Pm * g), 0.0));
+    r.sigma_omega = std::sqrt(std::max(w.dot(Pm * w), 0.0));
+    return r;
 }
 
 // ---- lambda ---------------------------------------------------------------------------------------
@@ -1076,7 +1079,7 @@ std::string metrics_to_json(const EvalMetrics & e, int indent) {
     template void infer_sequences(Tape<T> &, Ekvae<T> &, const Mat<T> &, const Mat<T> &, int, int, bool, Posterior<T> &);    \
     template void forecast(Tape<T> &, Ekvae<T> &, const Mat<T> &, const Mat<T> &, const Mat<T> &, Mat<T> &, Mat<T> &, Mat<T> *); \
     template void filter_step(Tape<T> &, Ekvae<T> &, Mat<T> &, Mat<T> &, bool, T, const Mat<T> *);                           \
-    template void readout_angle(const Ekvae<T> &, const Mat<T> &, const Mat<T> &, double &, double &, double &);
+    template Readout readout(const Ekvae<T> &, const Mat<T> &, const Mat<T> &, int);
 
 EKVAE_INSTANTIATE(float)
 EKVAE_INSTANTIATE(double)

@@ -182,16 +182,19 @@ template <class T> void infer_sequences(Tape<T> & t, Ekvae<T> & m, const Mat<T> 
 // mean; P_{k+1} = F P_k F^T + Q. Outputs H predicted means [n_z, H], covariances
 // [n_z*n_z, H], and (if images != nullptr) decoded mean images [D, H] from a = H z.
 template <class T> void forecast(Tape<T> & t, Ekvae<T> & m, const Mat<T> & z, const Mat<T> & P, const Mat<T> & U,
-                                 Mat<T> & zs, Mat<T> & Ps, Mat<T> * images);
+                                 Mat<T> & zs, Mat<T> & Ps, Mat<T> * images = nullptr);
 
 // One filter step for a single stream (the app): from (z, P) predicted with u_prev (or the
 // prior when first), updated with frame x [D, 1] unless x == nullptr (only predicts).
 template <class T> void filter_step(Tape<T> & t, Ekvae<T> & m, Mat<T> & z, Mat<T> & P, bool first, T u_prev, const Mat<T> * x);
 
-// Angle read off the read-out: theta = atan2(sin, cos) with its standard deviation from the
-// covariance by linearisation. Requires has_readout.
-template <class T> void readout_angle(const Ekvae<T> & m, const Mat<T> & z, const Mat<T> & P, double & theta, double & sigma,
-                                      double & omega);
+// The state read off column `col` of z [n_z, N] with covariances P [n_z*n_z, N] through the
+// linear read-out: theta = atan2(sin, cos) and omega, with standard deviations by linearisation
+// (sigma^2 = g^T P g, g the gradient of the read-out quantity in z). Requires has_readout.
+struct Readout {
+    double theta = 0, sigma_theta = 0, omega = 0, sigma_omega = 0;
+};
+template <class T> Readout readout(const Ekvae<T> & m, const Mat<T> & z, const Mat<T> & P, int col = 0);
 
 // ---- constrained optimisation -------------------------------------------------------------
 // lambda's update, once per training step from the batch distortion D (nats per frame):

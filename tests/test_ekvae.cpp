@@ -453,3 +453,37 @@ TEST_CASE("evaluation metrics on hand-made cases") {
     CHECK(e.distortion > 0);
     CHECK(m.has_readout);
 }
+
+TEST_CASE("readout: angle, velocity and their standard deviations by linearisation") {
+    EkvaeConfig c = tiny_train_config();
+    Ekvae<double> m;
+    ekvae_init(m, c, 1);
+    m.readout_W << 0.8, -0.3, 0.1, 0.2, 0.9, -0.4, 0.5, 0.1, 1.5;
+    m.readout_b << 0.1, -0.2, 0.3;
+    m.has_readout = true;
+    Md z(3, 2);
+    z << 0.3, 1.0, -0.7, 0.2, 0.5, -1.0;
+    Md A(3, 3);
+    A << 0.5, 0.1, 0.0, 0.1, 0.3, 0.05, 0.0, 0.05, 0.2;
+    Md P(9, 2);
+    P.col(0) = A.reshaped(9, 1);
+    P.col(1) = (2.0 * A).reshaped(9, 1);
+    for (int col = 0; col < 2; col++) {
+        const Readout r = readout(m, z, P, col);
+        const Vd o = m.readout_W * z.col(col) + m.readout_b;
+        CHECK(r.theta == doctest::Approx(std::atan2(o(1), o(0))));
+        CHECK(r.omega == doctest::Approx(o(2)));
+        // gradient of theta in z by central differences
+        Vd g(3);
+        for (int i = 0; i < 3; i++) {
+            Md zp = z, zm = z;
+            zp(i, col) += 1e-6;
+            zm(i, col) -= 1e-6;
+            g(i) = (readout(m, zp, P, col).theta - readout(m, zm, P, col).theta) / 2e-6;
+        }
+        const Md Pc = P.col(col).reshaped(3, 3);
+        CHECK(r.sigma_theta == doctest::Approx(std::sqrt(g.dot(Pc * g))).epsilon(1e-6));
+        const Vd w = m.readout_W.row(2).transpose();
+        CHECK(r.sigma_omega == doctest::Approx(std::sqrt(w.dot(Pc * w))));
+    }
+}
