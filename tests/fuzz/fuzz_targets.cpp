@@ -151,8 +151,8 @@ int fuzz_model(const uint8_t * data, size_t size) {
             forecast(t, m, z, P, Mat<float>(Mat<float>::Zero(m.cfg.n_u, 3)), zs, Ps, &img);
             FUZZ_CHECK(zs.cols() == 3 && img.rows() == D && img.cols() == 3);
             if (m.has_readout) {
-                double theta = 0, sigma = 0, omega = 0;
-                readout_angle(m, z, P, theta, sigma, omega);
+                const Readout r = readout(m, zs, Ps, 2);
+                FUZZ_CHECK(!(r.sigma_theta < 0) && !(r.sigma_omega < 0));
             }
         }
     }
