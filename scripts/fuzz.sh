@@ -48,9 +48,22 @@ for t in $targets; do
     echo "ok   fuzz_$t: ${execs:-?} executions in ${secs} s, coverage ${cov:-?}, corpus $corpus inputs"
   fi
   if [ "${EKVAE_FUZZ_MERGE:-0}" = 1 ] && [ $rc -eq 0 ]; then
+    # a coverage-minimal subset of everything found, then its smallest inputs up to a budget
+    # (EKVAE_FUZZ_CORPUS_KB per target, default 64) join the committed corpus
+    min=$build/fuzz-min/$t
+    rm -rf "$min" && mkdir -p "$min"
     "$build/tests/fuzz/fuzz_$t" -merge=1 -max_len=16384 -timeout=10 -malloc_limit_mb=128 \
-      "tests/fuzz/corpus/$t" "$work" >"$build/fuzz-merge-$t.log" 2>&1
-    echo "     merged: tests/fuzz/corpus/$t has $(ls "tests/fuzz/corpus/$t" | wc -l) inputs"
+      "$min" "tests/fuzz/corpus/$t" "$work" >"$build/fuzz-merge-$t.log" 2>&1
+    budget=$(( ${EKVAE_FUZZ_CORPUS_KB:-64} * 1024 ))
+    used=$(cat "tests/fuzz/corpus/$t"/* | wc -c)
+    for f in $(ls -Sr "$min"); do
+      [ -e "tests/fuzz/corpus/$t/$f" ] && continue
+      size=$(stat -c %s "$min/$f")
+      [ $((used + size)) -gt "$budget" ] && break
+      cp "$min/$f" "tests/fuzz/corpus/$t/$f"
+      used=$((used + size))
+    done
+    echo "     merged: $(ls "$min" | wc -l) inputs cover what was found; tests/fuzz/corpus/$t now has $(ls "tests/fuzz/corpus/$t" | wc -l) inputs, $((used / 1024)) KB"
   fi
 done
 if [ ${#failed[@]} -gt 0 ]; then
