@@ -3,7 +3,7 @@
 //   bench_frame MODEL.safetensors [--frames N] [--horizon H] [--warmup W]
 //
 // A pendulum is simulated under random torques and rendered, as in the app; each frame then
-// runs what the app runs for one stream: filter_step on the rendered frame, readout_angle,
+// runs what the app runs for one stream: filter_step on the rendered frame, readout,
 // the H-step open-loop forecast with decoded images (forecast(..., &images)) and a read-out of
 // every forecast step. Only that model work is timed (not the simulation or rendering).
 // Prints one JSON object: median, mean and 90th percentile per frame in ms.
@@ -70,21 +70,17 @@ int main(int argc, char ** argv) {
     PendulumState s;
     s.theta = 2.0;
     Rng rng(9);
-    double u = 0, th, sg, om, sink = 0;
+    double u = 0, sink = 0;
     std::vector<double> ms;
     for (int f = 0; f < warmup + frames; f++) {
         render_pendulum(s.theta, W, x.data());
         const Mat<float> U = Mat<float>::Constant(1, H, (float)u);
         const auto t0 = clk::now();
         filter_step(tape, m, z, P, f == 0, (float)u, &x);
-        if (m.has_readout) readout_angle(m, z, P, th, sg, om);
+        if (m.has_readout) sink += readout(m, z, P).theta;
         forecast(tape, m, z, P, U, zs, Ps, &images);
         if (m.has_readout)
-            for (int k = 0; k < H; k++) {
-                const Mat<float> zk = zs.col(k), Pk = Ps.col(k);
-                readout_angle(m, zk, Pk, th, sg, om);
-                sink += th;
-            }
+            for (int k = 0; k < H; k++) sink += readout(m, zs, Ps, k).theta;
         const double dt = std::chrono::duration<double, std::milli>(clk::now() - t0).count();
         if (f >= warmup) ms.push_back(dt);
         sink += images(0, 0);
