@@ -178,42 +178,21 @@ template <class T> Var Tape<T>::matmul(Var a, Var b, bool ta, bool tb) {
     return Var{n_ - 1};
 }
 
-template <class T> Var Tape<T>::add(Var a, Var b) {
-    Node & nd = push(Op::Add, {a, b});
+// a + b, a - b, a * b with broadcasting (see autodiff.h); the result takes its small-matrix
+// shape from the operand that is not broadcast over rows.
+template <class T> Var Tape<T>::binary(Op op, Var a, Var b) {
+    Node & nd = push(op, {a, b});
     const M & A = val(a.id);
     const M & B = val(b.id);
     Eigen::Index R, C;
-    check(broadcast_shape(A.rows(), A.cols(), B.rows(), B.cols(), R, C), "add: shapes do not broadcast");
+    check(broadcast_shape(A.rows(), A.cols(), B.rows(), B.cols(), R, C), "add/sub/mul: shapes do not broadcast");
     nd.value.resize(R, C);
-    broadcast_apply<T>(A, B, nd.value, [](T x, T y) { return x + y; });
-    nd.br = nodes_[A.rows() == R ? a.id : b.id].br;
-    nd.bc = nodes_[A.rows() == R ? a.id : b.id].bc;
-    return Var{n_ - 1};
-}
-
-template <class T> Var Tape<T>::sub(Var a, Var b) {
-    Node & nd = push(Op::Sub, {a, b});
-    const M & A = val(a.id);
-    const M & B = val(b.id);
-    Eigen::Index R, C;
-    check(broadcast_shape(A.rows(), A.cols(), B.rows(), B.cols(), R, C), "sub: shapes do not broadcast");
-    nd.value.resize(R, C);
-    broadcast_apply<T>(A, B, nd.value, [](T x, T y) { return x - y; });
-    nd.br = nodes_[A.rows() == R ? a.id : b.id].br;
-    nd.bc = nodes_[A.rows() == R ? a.id : b.id].bc;
-    return Var{n_ - 1};
-}
-
-template <class T> Var Tape<T>::mul(Var a, Var b) {
-    Node & nd = push(Op::Mul, {a, b});
-    const M & A = val(a.id);
-    const M & B = val(b.id);
-    Eigen::Index R, C;
-    check(broadcast_shape(A.rows(), A.cols(), B.rows(), B.cols(), R, C), "mul: shapes do not broadcast");
-    nd.value.resize(R, C);
-    broadcast_apply<T>(A, B, nd.value, [](T x, T y) { return x * y; });
-    nd.br = nodes_[A.rows() == R ? a.id : b.id].br;
-    nd.bc = nodes_[A.rows() == R ? a.id : b.id].bc;
+    if (op == Op::Add) broadcast_apply<T>(A, B, nd.value, [](T x, T y) { return x + y; });
+    else if (op == Op::Sub) broadcast_apply<T>(A, B, nd.value, [](T x, T y) { return x - y; });
+    else broadcast_apply<T>(A, B, nd.value, [](T x, T y) { return x * y; });
+    const Node & shape_from = nodes_[A.rows() == R ? a.id : b.id];
+    nd.br = shape_from.br;
+    nd.bc = shape_from.bc;
     return Var{n_ - 1};
 }
 

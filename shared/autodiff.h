@@ -75,9 +75,9 @@ public:
     Var matmul(Var a, Var b, bool transpose_a = false, bool transpose_b = false);
     // Elementwise a + b, a - b, a * b. Each operand may be broadcast: shape [n, B], [n, 1],
     // [1, B] or [1, 1] against the other.
-    Var add(Var a, Var b);
-    Var sub(Var a, Var b);
-    Var mul(Var a, Var b);
+    Var add(Var a, Var b) { return binary(Op::Add, a, b); }
+    Var sub(Var a, Var b) { return binary(Op::Sub, a, b); }
+    Var mul(Var a, Var b) { return binary(Op::Mul, a, b); }
     Var scale(Var a, T s);      // s * a
     Var add_scalar(Var a, T s); // a + s
     Var neg(Var a) { return scale(a, T(-1)); }
@@ -163,6 +163,7 @@ private:
     std::string error_;
 
     Node & push(Op op, std::initializer_list<Var> inputs);
+    Var binary(Op op, Var a, Var b); // add, sub, mul with broadcasting
     M & val(int id) { return nodes_[id].param ? nodes_[id].param->value : nodes_[id].value; }
     const M & val(int id) const { return nodes_[id].param ? nodes_[id].param->value : nodes_[id].value; }
     void backward_node(int id);
