@@ -167,6 +167,7 @@
       const H = opts.horizon || 30, slot = opts.slot === 1 ? 1 : 0;
       return JSON.parse(m.UTF8ToString(m._ekvae_benchmark(Math.max(1, Math.floor(n)), H, slot)));
     },
+    memoryBytes() { return need().HEAPU8.length; },          // the size of the wasm memory (it only grows)
     state() {              // {t, theta, omega, torque, covered, estimate, forecast, model_ms, model, error, ...}
       const m = need();
       return JSON.parse(m.UTF8ToString(m._ekvae_state_json()));

@@ -503,6 +503,38 @@ async function main() {
       return `${names.join(' + ')}; ${perf.fps_compare.toFixed(1)} FPS with both (SwiftShader, software rendering)`;
     });
 
+    await test('10 minutes of simulated time in compare mode: no growth of wasm memory after warm-up', async () => {
+      const errs = [];
+      const o = await openPage(context, `${base}/index.html?compare=1`, errs);
+      await waitReady(o.page, o.t0);
+      const nextFrame = () => o.page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())));
+      // warm-up: a few hundred steps, forecasts drawn, the benchmark path once
+      await o.page.evaluate(() => { const e = window.ekvae; e.pause(true); e.step(200); e.benchmark(20); });
+      for (let i = 0; i < 3; i++) await nextFrame();
+      const w = await o.page.evaluate(() => ({ m: window.ekvae.memoryBytes(), t: window.ekvae.state().t }));
+      const m0 = w.m;
+      // 12000 steps of dt = 0.05 s (10 minutes), both models filtering every step, torque
+      // changing, the camera covered now and then; frames drawn (forecasts) between chunks
+      for (let chunk = 0; chunk < 60; chunk++) {
+        await o.page.evaluate((c) => {
+          const e = window.ekvae;
+          e.cover(c % 7 === 3);
+          e.setTorque(2 * Math.sin(0.37 * c));
+          e.step(200);
+          e.benchmark(5);
+        }, chunk);
+        await nextFrame();
+      }
+      const r = await o.page.evaluate(() => ({ m: window.ekvae.memoryBytes(), s: window.ekvae.state() }));
+      check(Math.abs(r.s.t - w.t - 600) < 1e-6, `simulated ${r.s.t - w.t} s, expected 600`);
+      check(r.s.models.every((m) => m.estimate && Number.isFinite(m.estimate.theta)), 'an estimate is not finite');
+      check(r.m === m0, `wasm memory grew from ${m0} to ${r.m} bytes`);
+      check(errs.length === 0, errs.join(' | '));
+      await o.page.close();
+      perf.soak_memory_bytes = r.m;
+      return `wasm memory ${(m0 / 1048576).toFixed(1)} MiB after warm-up, ${(r.m / 1048576).toFixed(1)} MiB after 600 s simulated`;
+    });
+
     await test('works in an iframe, sized to its container', async () => {
       const errs = [];
       const o = await openPage(context, `${base}/__embed.html`, errs);
