@@ -75,6 +75,46 @@ template <class T> void broadcast_accumulate(Mat<T> & ga, const Mat<T> & g, cons
     }
 }
 
+// C [m x n] (+)= op(A) op(B) for tiny column-major matrices (k inner): plain loops beat Eigen's
+// dynamic-size lazyProduct setup at these sizes (2x3, 3x3, 3x1).
+template <class T, bool TA, bool TB>
+inline void tiny_gemm_t(const T * A, int ar, const T * B, int br, T * C, int m, int n, int k, bool acc) {
+    for (int c = 0; c < n; c++)
+        for (int r = 0; r < m; r++) {
+            T s = acc ? C[c * m + r] : T(0);
+            for (int q = 0; q < k; q++) s += (TA ? A[r * ar + q] : A[q * ar + r]) * (TB ? B[q * br + c] : B[c * br + q]);
+            C[c * m + r] = s;
+        }
+}
+template <class T>
+inline void tiny_gemm(const T * A, int ar, bool ta, const T * B, int br, bool tb, T * C, int m, int n, int k, bool acc) {
+    if (!ta && !tb) tiny_gemm_t<T, false, false>(A, ar, B, br, C, m, n, k, acc);
+    else if (ta && !tb) tiny_gemm_t<T, true, false>(A, ar, B, br, C, m, n, k, acc);
+    else if (!ta && tb) tiny_gemm_t<T, false, true>(A, ar, B, br, C, m, n, k, acc);
+    else tiny_gemm_t<T, true, true>(A, ar, B, br, C, m, n, k, acc);
+}
+
+// X [n x m] <- L^{-1} X (transpose: L^{-T} X), L [n x n] lower triangular, column-major; plain
+// substitution loops (Eigen's triangular solver sets up a blocked solve even for 3 x 3).
+template <class T> inline void tiny_trsm(const T * L, int n, T * X, int m, bool transpose) {
+    for (int c = 0; c < m; c++) {
+        T * x = X + (Eigen::Index)c * n;
+        if (!transpose) {
+            for (int i = 0; i < n; i++) {
+                T s = x[i];
+                for (int k = 0; k < i; k++) s -= L[k * n + i] * x[k];
+                x[i] = s / L[i * n + i];
+            }
+        } else {
+            for (int i = n - 1; i >= 0; i--) {
+                T s = x[i];
+                for (int k = i + 1; k < n; k++) s -= L[i * n + k] * x[k];
+                x[i] = s / L[i * n + i];
+            }
+        }
+    }
+}
+
 const double kLog2Pi = 1.8378770664093454835606594728112;
 
 } // namespace
@@ -352,15 +392,9 @@ template <class T> Var Tape<T>::bmm(Var a, Var b, bool ta, bool tb) {
     nd.f0 = ta;
     nd.f1 = tb;
     nd.value.resize((Eigen::Index)m * n, nbatch);
-    for (Eigen::Index j = 0; j < nbatch; j++) {
-        CMap<T> Aj(A.data() + (A.cols() == 1 ? 0 : j) * A.rows(), na.br, na.bc);
-        CMap<T> Bj(B.data() + (B.cols() == 1 ? 0 : j) * B.rows(), nb.br, nb.bc);
-        MMap<T> Cj(nd.value.data() + j * nd.value.rows(), m, n);
-        if (!ta && !tb) Cj.noalias() = Aj.lazyProduct(Bj);
-        else if (ta && !tb) Cj.noalias() = Aj.transpose().lazyProduct(Bj);
-        else if (!ta && tb) Cj.noalias() = Aj.lazyProduct(Bj.transpose());
-        else Cj.noalias() = Aj.transpose().lazyProduct(Bj.transpose());
-    }
+    for (Eigen::Index j = 0; j < nbatch; j++)
+        tiny_gemm(A.data() + (A.cols() == 1 ? 0 : j) * A.rows(), na.br, ta, B.data() + (B.cols() == 1 ? 0 : j) * B.rows(), nb.br, tb,
+                  nd.value.data() + j * nd.value.rows(), m, n, k, false);
     nd.br = m;
     nd.bc = n;
     return Var{n_ - 1};
@@ -438,8 +472,7 @@ template <class T> Var Tape<T>::btrisolve(Var L, Var X, bool transpose) {
         CMap<T> Lj(Lv.data() + (Lv.cols() == 1 ? 0 : j) * Lv.rows(), n, n);
         MMap<T> Yj(nd.value.data() + j * nd.value.rows(), n, m);
         Yj = CMap<T>(Xv.data() + (Xv.cols() == 1 ? 0 : j) * Xv.rows(), n, m);
-        if (!transpose) Lj.template triangularView<Eigen::Lower>().solveInPlace(Yj);
-        else Lj.transpose().template triangularView<Eigen::Upper>().solveInPlace(Yj);
+        tiny_trsm(Lj.data(), n, Yj.data(), m, transpose);
     }
     nd.br = n;
     nd.bc = m;
@@ -515,7 +548,7 @@ template <class T> Var Tape<T>::gauss_chol_logpdf(Var x, Var mu, Var L) {
         CMap<T> Lj(Lv.data() + (Lv.cols() == 1 ? 0 : j) * Lv.rows(), n, n);
         auto v = nd.aux.col(j);
         v = X.col(j) - Mu.col(Mu.cols() == 1 ? 0 : j);
-        Lj.template triangularView<Eigen::Lower>().solveInPlace(v);
+        tiny_trsm(Lj.data(), n, v.data(), 1, false);
         T logdet = 0;
         for (int i = 0; i < n; i++) logdet += std::log(Lj(i, i));
         nd.value(0, j) = T(-0.5) * (T(n * kLog2Pi) + v.squaredNorm()) - logdet;
@@ -700,24 +733,23 @@ template <class T> void Tape<T>::backward_node(int id) {
         const M & B = vin(1);
         const bool ta = nd.f0, tb = nd.f1;
         const bool need_a = in_needs(0), need_b = in_needs(1);
+        T * GA = need_a ? gin(0).data() : nullptr;
+        T * GB = need_b ? gin(1).data() : nullptr;
+        const int m = nd.br, n = nd.bc;
         for (Eigen::Index j = 0; j < G.cols(); j++) {
             const Eigen::Index ja = A.cols() == 1 ? 0 : j, jb = B.cols() == 1 ? 0 : j;
-            CMap<T> Aj(A.data() + ja * A.rows(), na.br, na.bc);
-            CMap<T> Bj(B.data() + jb * B.rows(), nb.br, nb.bc);
-            CMap<T> Gj(G.data() + j * G.rows(), nd.br, nd.bc);
-            if (need_a) {
-                MMap<T> GAj(gin(0).data() + ja * A.rows(), na.br, na.bc);
-                if (!ta && !tb) GAj.noalias() += Gj.lazyProduct(Bj.transpose());
-                else if (ta && !tb) GAj.noalias() += Bj.lazyProduct(Gj.transpose());
-                else if (!ta && tb) GAj.noalias() += Gj.lazyProduct(Bj);
-                else GAj.noalias() += Bj.transpose().lazyProduct(Gj.transpose());
+            const T * Aj = A.data() + ja * A.rows();
+            const T * Bj = B.data() + jb * B.rows();
+            const T * Gj = G.data() + j * G.rows();
+            if (need_a) { // dA = G op(B)^T (or its transpose when A entered transposed): inner dimension n
+                T * GAj = GA + ja * A.rows();
+                if (!ta) tiny_gemm(Gj, m, false, Bj, nb.br, !tb, GAj, na.br, na.bc, n, true);
+                else tiny_gemm(Bj, nb.br, tb, Gj, m, true, GAj, na.br, na.bc, n, true);
             }
-            if (need_b) {
-                MMap<T> GBj(gin(1).data() + jb * B.rows(), nb.br, nb.bc);
-                if (!ta && !tb) GBj.noalias() += Aj.transpose().lazyProduct(Gj);
-                else if (ta && !tb) GBj.noalias() += Aj.lazyProduct(Gj);
-                else if (!ta && tb) GBj.noalias() += Gj.transpose().lazyProduct(Aj);
-                else GBj.noalias() += Gj.transpose().lazyProduct(Aj.transpose());
+            if (need_b) { // dB = op(A)^T G (or its transpose): inner dimension m
+                T * GBj = GB + jb * B.rows();
+                if (!tb) tiny_gemm(Aj, na.br, !ta, Gj, m, false, GBj, nb.br, nb.bc, m, true);
+                else tiny_gemm(Gj, m, true, Aj, na.br, ta, GBj, nb.br, nb.bc, m, true);
             }
         }
         break;
@@ -753,9 +785,9 @@ template <class T> void Tape<T>::backward_node(int id) {
                     for (int r = 0; r < c; r++) P(r, c) = T(0);
                 }
                 // S = L^{-T} P L^{-1}: solve L^T X = P, then S L = X  <=>  L^T S^T = X^T
-                Lj.transpose().template triangularView<Eigen::Upper>().solveInPlace(P);
+                tiny_trsm(Lj.data(), n, P.data(), n, true);
                 SM<T> St = P.transpose();
-                Lj.transpose().template triangularView<Eigen::Upper>().solveInPlace(St);
+                tiny_trsm(Lj.data(), n, St.data(), n, true);
                 MMap<T> GAj(GA.data() + j * GA.rows(), n, n);
                 GAj += T(0.5) * (St + St.transpose());
             }
@@ -774,8 +806,7 @@ template <class T> void Tape<T>::backward_node(int id) {
             CMap<T> Lj(Lv.data() + jl * Lv.rows(), n, n);
             CMap<T> Yj(Y.data() + j * Y.rows(), n, m);
             SM<T> Xbar = CMap<T>(G.data() + j * G.rows(), n, m);
-            if (!nd.f0) Lj.transpose().template triangularView<Eigen::Upper>().solveInPlace(Xbar);
-            else Lj.template triangularView<Eigen::Lower>().solveInPlace(Xbar);
+            tiny_trsm(Lj.data(), n, Xbar.data(), m, !nd.f0);
             if (need_x) MMap<T>(gin(1).data() + jx * Xv.rows(), n, m) += Xbar;
             if (need_l) {
                 MMap<T> GLj(gin(0).data() + jl * Lv.rows(), n, n);
@@ -798,7 +829,16 @@ template <class T> void Tape<T>::backward_node(int id) {
         const M & Lg = vin(0);
         const M & X = vin(1);
         // d/dl = x - sigmoid(l), d/dx = l, each scaled by the column's upstream gradient
-        if (in_needs(0)) gin(0).array() += (X.array() - Lg.array().logistic()).rowwise() * G.row(0).array();
+        // column by column (contiguous, vectorised); the first write assigns (no zeroing pass)
+        if (in_needs(0)) {
+            const bool fresh = first(0);
+            M & g = nodes_[nd.in[0]].grad;
+            for (Eigen::Index j = 0; j < X.cols(); j++) {
+                const T gj = G(0, j);
+                if (fresh) g.col(j).array() = gj * (X.col(j).array() - Lg.col(j).array().logistic());
+                else g.col(j).array() += gj * (X.col(j).array() - Lg.col(j).array().logistic());
+            }
+        }
         if (in_needs(1)) gin(1).array() += Lg.array().rowwise() * G.row(0).array();
         break;
     }
@@ -831,7 +871,7 @@ template <class T> void Tape<T>::backward_node(int id) {
             CMap<T> Lj(Lv.data() + jl * Lv.rows(), n, n);
             Eigen::Matrix<T, Eigen::Dynamic, 1, 0, kMaxSmall, 1> v = nd.aux.col(j);
             Eigen::Matrix<T, Eigen::Dynamic, 1, 0, kMaxSmall, 1> w = v;
-            Lj.transpose().template triangularView<Eigen::Upper>().solveInPlace(w);
+            tiny_trsm(Lj.data(), n, w.data(), 1, true);
             const T g = G(0, j);
             if (in_needs(0)) gin(0).col(j) -= g * w;
             if (in_needs(1)) gin(1).col(jm) += g * w;
