@@ -51,6 +51,7 @@ enum class Op : uint8_t {
     Slice, ConcatRows, ConcatCols,
     BMatMul, BTranspose, BDiag, BCholesky, BTriSolve, BCholLogDet,
     BernoulliLogits, GaussDiagLogPdf, GaussCholLogPdf,
+    KalmanPredict, KalmanUpdate, SmootherGain, BackwardSampleStep,
 };
 
 template <class T> class Tape {
@@ -60,6 +61,9 @@ public:
     // ---- leaves -------------------------------------------------------------------------
     // A constant (copied into the tape); no gradient flows into it.
     Var constant(const M & value);
+    // A constant read in place, without a copy (a training batch): `value` must stay alive and
+    // unchanged until the tape is reset.
+    Var constant_ref(const M & value);
     // A constant whose small-matrix shape is r x c ([r*c, B]).
     Var constant_batch(const M & value, int r, int c);
     // A trainable parameter: its value is read in place and its grad accumulated by backward().
@@ -99,6 +103,8 @@ public:
     Var slice_cols(Var a, int c0, int nc) { return slice(a, 0, (int)value(a).rows(), c0, nc); }
     Var concat_rows(const std::vector<Var> & parts); // stacked vertically
     Var concat_cols(const std::vector<Var> & parts); // side by side
+    // rows [r0, r0 + r*c) of a, read as a batch of r x c matrices
+    Var slice_batch(Var a, int r0, int r, int c);
 
     // ---- batched small-matrix ops (each column one small matrix) ----------------------
     // Reinterpret a [r*c, B] value as a batch of r x c matrices (a copy; small).
@@ -126,6 +132,34 @@ public:
     // log N(x; mu, L L^T), L a batch of lower-triangular n x n factors; mu may be [n, 1]
     Var gauss_chol_logpdf(Var x, Var mu, Var L);
 
+    // ---- fused Kalman steps ---------------------------------------------------------------
+    // One node per time step instead of ~20 primitive ones: the Kalman part of a training step
+    // is thousands of ops on 2x3 and 3x3 matrices, where per-node overhead, not arithmetic,
+    // costs. Each returns its two results stacked in rows; take them apart with slice_batch.
+    // Shapes per sample (n = state size, k = observation size); any input may be [., 1]
+    // (broadcast). Tests check each against the composition of the primitive ops above (value
+    // and every input gradient) and against central differences.
+    //
+    // Prediction: m_pred = F m + Bu, P_pred = sym(F P F^T) + diag(q)
+    //   F [n*n], Bu [n], q [n], m [n], P [n*n]                      -> [m_pred; P_pred] [n + n*n, B]
+    Var kalman_predict(Var F, Var Bu, Var q, Var m, Var P);
+    // Update with observation a (Joseph form, S's Cholesky factor kept for the backward pass):
+    //   S = H P H^T + R, K = P H^T S^{-1}, m = m_pred + K (a - H m_pred),
+    //   P = (I - K H) P_pred (I - K H)^T + K R K^T
+    //   H [k*n], R [k*k], m_pred [n], P_pred [n*n], a [k]             -> [m; P] [n + n*n, B]
+    // A Cholesky failure sets error() and yields NaN, like bcholesky.
+    Var kalman_update(Var H, Var R, Var m_pred, Var P_pred, Var a);
+    // Smoother gain J = P F^T (P_pred + jitter I)^{-1}
+    //   P_pred (of the next step) [n*n], F (of the next step) [n*n], P [n*n]  -> J [n*n, B]
+    Var smoother_gain(Var P_pred_next, Var F_next, Var P, T jitter);
+    // One step of the joint backward sample z_t ~ p(z_t | z_{t+1}, a_{1:t}, u):
+    //   c = m + J (z_next - m_pred_next),  A = I - J F_next,
+    //   Sc = A P A^T + J diag(q_next) J^T + jitter I = Lc Lc^T,  z = c + Lc eps,
+    //   log N(z; c, Sc) = -n/2 log 2 pi - |eps|^2 / 2 - sum_i log Lc_ii
+    //   m [n], P [n*n], J [n*n], F_next [n*n], q_next [n], m_pred_next [n], z_next [n],
+    //   eps [n] (a constant)                                          -> [z; log N] [n + 1, B]
+    Var backward_sample_step(Var m, Var P, Var J, Var F_next, Var q_next, Var m_pred_next, Var z_next, Var eps, T jitter);
+
     // ---- running ------------------------------------------------------------------------
     const M & value(Var v) const;
     const M & grad(Var v) const { return nodes_[v.id].grad; }
@@ -135,7 +169,8 @@ public:
     int bcols(Var v) const { return nodes_[v.id].bc; }
 
     // Backpropagates from a [1, 1] node (seed 1): accumulates into every Param's grad
-    // (callers zero Param grads between steps) and into node grads readable with grad().
+    // (callers zero Param grads between steps) and into node grads readable with grad()
+    // (a Linear node with an activation keeps the gradient before the activation there).
     void backward(Var loss);
     // Forgets the recorded ops but keeps their buffers for the next step.
     void reset();
@@ -151,6 +186,7 @@ private:
         M grad;                     // d loss / d value, filled by backward()
         M aux;                      // what the backward pass needs beyond inputs and value
         Param<T> * param = nullptr; // for Op::Parameter
+        const M * ext = nullptr;    // for constant_ref: the value lives outside the tape
         int br = 0, bc = 1;         // small-matrix shape of a batched value
         int i0 = 0, i1 = 0, i2 = 0, i3 = 0;
         bool f0 = false, f1 = false;
@@ -164,8 +200,10 @@ private:
 
     Node & push(Op op, std::initializer_list<Var> inputs);
     Var binary(Op op, Var a, Var b); // add, sub, mul with broadcasting
-    M & val(int id) { return nodes_[id].param ? nodes_[id].param->value : nodes_[id].value; }
-    const M & val(int id) const { return nodes_[id].param ? nodes_[id].param->value : nodes_[id].value; }
+    const M & val(int id) const {
+        const Node & nd = nodes_[id];
+        return nd.param ? nd.param->value : nd.ext ? *nd.ext : nd.value;
+    }
     void backward_node(int id);
     // The gradient of node id for accumulation, zeroed on first use.
     M & grad_acc(int id);

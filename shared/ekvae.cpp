@@ -385,15 +385,22 @@ template <class T> bool ekvae_load(const uint8_t * data, size_t size, Ekvae<T> &
 
 namespace {
 
+// The transition's three heads stacked, [A; B_base; q_raw]  [n_z*n_z + n_z*n_u + n_z, K]: one
+// product with alpha gives F, B and q (record once per tape, reuse for every step).
+template <class T> Var transition_heads(Tape<T> & t, Ekvae<T> & m) {
+    return t.concat_rows({t.param(*m.A), t.param(*m.Bm), t.param(*m.q_raw)});
+}
+
 // alpha = softmax(MLP([z; u])), F = I + A alpha, B = B_base alpha, q = softplus(q_raw alpha) + q_min.
 // z [n_z, N], u [n_u, N] -> F [n_z*n_z, N] (batch n_z x n_z), Bu [n_z, N], q [n_z, N].
-template <class T> void transition(Tape<T> & t, Ekvae<T> & m, Var z, Var u, Var I, Var & F, Var & Bu, Var & q) {
+template <class T> void transition(Tape<T> & t, Ekvae<T> & m, Var heads, Var z, Var u, Var I, Var & F, Var & Bu, Var & q) {
     const EkvaeConfig & c = m.cfg;
+    const int nz = c.n_z, nu = c.n_u;
     Var alpha = t.softmax_rows(m.alpha.forward(t, t.concat_rows({z, u})));     // [K, N]
-    F = t.as_batch(t.add(t.matmul(t.param(*m.A), alpha), I), c.n_z, c.n_z);  // [n_z*n_z, N]
-    Var Bk = t.as_batch(t.matmul(t.param(*m.Bm), alpha), c.n_z, c.n_u);      // [n_z*n_u, N]
-    Bu = t.bmm(Bk, u);                                                         // [n_z, N]
-    q = t.add_scalar(t.softplus(t.matmul(t.param(*m.q_raw), alpha)), T(c.q_min)); // [n_z, N]
+    Var h = t.matmul(heads, alpha);                                            // [n_z*n_z + n_z*n_u + n_z, N]
+    F = t.as_batch(t.add(t.slice_rows(h, 0, nz * nz), I), nz, nz);            // [n_z*n_z, N]
+    Bu = t.bmm(t.slice_batch(h, nz * nz, nz, nu), u);                          // [n_z, N]
+    q = t.add_scalar(t.softplus(t.slice_rows(h, nz * nz + nz * nu, nz)), T(c.q_min)); // [n_z, N]
 }
 
 // R = diag(softplus(r_raw) + r_min) as variances [n_a, 1]
@@ -403,25 +410,22 @@ template <class T> Var obs_variances(Tape<T> & t, Ekvae<T> & m) {
 
 template <class T> Var prior_variances(Tape<T> & t, Ekvae<T> & m) { return t.softplus(t.param(*m.p1_raw)); }
 
-// The Kalman update of (mp, Pp) with observation a_t [n_a, B]:
+// The Kalman update of (mp, Pp) with observation a_t [n_a, B] (one fused tape node):
 //   S = H P H^T + R,  K = P H^T S^{-1},  m = mp + K (a - H mp),
 //   P = (I - K H) Pp (I - K H)^T + K R K^T   (Joseph form: symmetric positive semi-definite)
-template <class T> void kalman_update(Tape<T> & t, Var H, Var Rm, Var I, Var mp, Var Pp, Var a, Var & mt, Var & Pt) {
-    Var HP = t.bmm(H, Pp);                                     // [n_a x n_z]
-    Var S = t.add(t.bmm(HP, H, false, true), Rm);              // innovation covariance [n_a x n_a]
-    Var Ls = t.bcholesky(S);
-    Var Kt = t.btrisolve(Ls, t.btrisolve(Ls, HP), true);       // K^T = S^{-1} H P  [n_a x n_z]
-    Var K = t.btranspose(Kt);                                  // Kalman gain [n_z x n_a]
-    Var e = t.sub(a, t.bmm(H, mp));                            // innovation [n_a]
-    mt = t.add(mp, t.bmm(K, e));
-    Var IKH = t.sub(I, t.bmm(K, H));
-    Pt = t.add(t.bmm(t.bmm(IKH, Pp), IKH, false, true), t.bmm(t.bmm(K, Rm), K, false, true));
+template <class T> void kalman_update(Tape<T> & t, Var H, Var Rm, Var mp, Var Pp, Var a, Var & mt, Var & Pt) {
+    const int nz = t.bcols(H);
+    Var r = t.kalman_update(H, Rm, mp, Pp, a); // [m; P]  [n_z + n_z*n_z, B]
+    mt = t.slice_batch(r, 0, nz, 1);
+    Pt = t.slice_batch(r, nz, nz, nz);
 }
 
-// Prediction: mp = F m + B u, Pp = F P F^T + Q
+// Prediction: mp = F m + B u, Pp = F P F^T + Q (one fused tape node)
 template <class T> void kalman_predict(Tape<T> & t, Var F, Var Bu, Var q, Var m, Var P, Var & mp, Var & Pp) {
-    mp = t.add(t.bmm(F, m), Bu);
-    Pp = t.add(t.bsymmetrize(t.bmm(t.bmm(F, P), F, false, true)), t.bdiag(q));
+    const int nz = t.brows(F);
+    Var r = t.kalman_predict(F, Bu, q, m, P); // [mp; Pp]  [n_z + n_z*n_z, B]
+    mp = t.slice_batch(r, 0, nz, 1);
+    Pp = t.slice_batch(r, nz, nz, nz);
 }
 
 } // namespace
@@ -436,6 +440,7 @@ template <class T> void kalman_filter(Tape<T> & t, Ekvae<T> & m, Var a, Var u, i
     Var H = t.param_batch(*m.H, na, nz);
     Var Rm = t.bdiag(obs_variances(t, m));
     Var I = t.constant_batch(identity_col<T>(nz), nz, nz);
+    Var heads = transition_heads(t, m);
     for (int k = 0; k < T_; k++) {
         Var mp, Pp;
         if (k == 0) {
@@ -443,29 +448,22 @@ template <class T> void kalman_filter(Tape<T> & t, Ekvae<T> & m, Var a, Var u, i
             Pp = t.bdiag(prior_variances(t, m));        // [n_z*n_z, 1]
         } else {
             Var Bu, q;
-            transition(t, m, kr.m[k - 1], t.slice_cols(u, (k - 1) * B, B), I, kr.F[k], Bu, q);
+            transition(t, m, heads, kr.m[k - 1], t.slice_cols(u, (k - 1) * B, B), I, kr.F[k], Bu, q);
             kr.Q[k] = q;
             kalman_predict(t, kr.F[k], Bu, q, kr.m[k - 1], kr.P[k - 1], mp, Pp);
         }
-        kalman_update(t, H, Rm, I, mp, Pp, t.slice_cols(a, k * B, B), kr.m[k], kr.P[k]);
+        kalman_update(t, H, Rm, mp, Pp, t.slice_cols(a, k * B, B), kr.m[k], kr.P[k]);
         kr.m_pred[k] = mp;
         kr.P_pred[k] = Pp;
     }
 }
 
 namespace {
-// Smoother gains J_t = P_t F_{t+1}^T P_pred_{t+1}^{-1}, via the Cholesky factor of P_pred.
+// Smoother gains J_t = P_t F_{t+1}^T (P_pred_{t+1} + jitter I)^{-1} (one fused node each).
 template <class T> void smoother_gains(Tape<T> & t, Ekvae<T> & m, KalmanResult<T> & kr) {
     if (!kr.J.empty()) return;
-    const int nz = m.cfg.n_z;
-    Var Ij = t.constant_batch(identity_col<T>(nz, T(m.cfg.jitter)), nz, nz);
     kr.J.resize(std::max(kr.T_ - 1, 0));
-    for (int k = kr.T_ - 2; k >= 0; k--) {
-        Var Lp = t.bcholesky(t.add(kr.P_pred[k + 1], Ij));
-        Var FP = t.bmm(kr.F[k + 1], kr.P[k]);                              // F P_t
-        Var Jt = t.btrisolve(Lp, t.btrisolve(Lp, FP), true);              // J^T = P_pred^{-1} F P_t
-        kr.J[k] = t.btranspose(Jt);
-    }
+    for (int k = kr.T_ - 2; k >= 0; k--) kr.J[k] = t.smoother_gain(kr.P_pred[k + 1], kr.F[k + 1], kr.P[k], T(m.cfg.jitter));
 }
 } // namespace
 
@@ -488,22 +486,19 @@ template <class T> Var backward_sample(Tape<T> & t, Ekvae<T> & m, KalmanResult<T
     smoother_gains(t, m, kr);
     const int nz = m.cfg.n_z, B = kr.B, T_ = kr.T_;
     Var E = t.constant(eps);
-    Var I = t.constant_batch(identity_col<T>(nz), nz, nz);
     Var Ij = t.constant_batch(identity_col<T>(nz, T(m.cfg.jitter)), nz, nz);
     std::vector<Var> z(T_);
     Var L = t.bcholesky(t.add(kr.P[T_ - 1], Ij));
     z[T_ - 1] = t.add(kr.m[T_ - 1], t.bmm(L, t.slice_cols(E, (T_ - 1) * B, B)));
     log_post = t.gauss_chol_logpdf(z[T_ - 1], kr.m[T_ - 1], L);
     for (int k = T_ - 2; k >= 0; k--) {
-        const Var J = kr.J[k];
         // conditional p(z_t | z_{t+1}, a_{1:t}): mean m_t + J (z_{t+1} - m_pred_{t+1}),
-        // covariance (I - J F) P_t (I - J F)^T + J Q J^T  (= P_t - J P_pred J^T, kept PSD)
-        Var c = t.add(kr.m[k], t.bmm(J, t.sub(z[k + 1], kr.m_pred[k + 1])));
-        Var IJF = t.sub(I, t.bmm(J, kr.F[k + 1]));
-        Var Sc = t.add(t.add(t.bmm(t.bmm(IJF, kr.P[k]), IJF, false, true), t.bmm(t.bmm(J, t.bdiag(kr.Q[k + 1])), J, false, true)), Ij);
-        Var Lc = t.bcholesky(Sc);
-        z[k] = t.add(c, t.bmm(Lc, t.slice_cols(E, k * B, B)));
-        log_post = t.add(log_post, t.gauss_chol_logpdf(z[k], c, Lc));
+        // covariance (I - J F) P_t (I - J F)^T + J Q J^T  (= P_t - J P_pred J^T, kept PSD);
+        // one fused node gives [z_t; log density of z_t]
+        Var s = t.backward_sample_step(kr.m[k], kr.P[k], kr.J[k], kr.F[k + 1], kr.Q[k + 1], kr.m_pred[k + 1], z[k + 1],
+                                       t.slice_cols(E, k * B, B), T(m.cfg.jitter));
+        z[k] = t.slice_batch(s, 0, nz, 1);
+        log_post = t.add(log_post, t.slice_rows(s, nz, 1));
     }
     return t.concat_cols(z);
 }
@@ -514,8 +509,8 @@ EkvaeTerms ekvae_objective(Tape<T> & t, Ekvae<T> & m, const Mat<T> & X, const Ma
     const EkvaeConfig & c = m.cfg;
     const int na = c.n_a, nz = c.n_z, N = B * T_;
     EkvaeTerms r;
-    Var x = t.constant(X);
-    Var u = t.constant(U);
+    Var x = t.constant_ref(X); // the batch is read in place (X and U outlive this step's tape)
+    Var u = t.constant_ref(U);
     // q(a | x): reparameterised sample a = mu + sigma * eps
     Var h = m.enc.forward(t, x);                                  // [2 n_a, N]
     Var mu = t.slice_rows(h, 0, na), lv = t.slice_rows(h, na, na);
@@ -542,7 +537,7 @@ EkvaeTerms ekvae_objective(Tape<T> & t, Ekvae<T> & m, const Mat<T> & X, const Ma
         Var zprev = t.slice_cols(z, 0, N1), znext = t.slice_cols(z, B, N1);
         Var I = t.constant_batch(identity_col<T>(nz), nz, nz);
         Var F, Bu, q;
-        transition(t, m, zprev, t.slice_cols(u, 0, N1), I, F, Bu, q);
+        transition(t, m, transition_heads(t, m), zprev, t.slice_cols(u, 0, N1), I, F, Bu, q);
         Var mean = t.add(t.bmm(F, zprev), Bu);
         r.log_pz = t.add(lp1, t.sum(t.gauss_diag_logpdf(znext, mean, t.log(q))));
     } else {
@@ -604,10 +599,11 @@ void forecast(Tape<T> & t, Ekvae<T> & m, const Mat<T> & z, const Mat<T> & P, con
     Var u = t.constant(U);
     Var zk = t.constant(z);
     Var Pk = t.constant_batch(P, nz, nz);
+    Var heads = transition_heads(t, m);
     std::vector<Var> zv, Pv;
     for (int k = 0; k < Hn; k++) {
         Var F, Bu, q;
-        transition(t, m, zk, t.slice_cols(u, k * B, B), I, F, Bu, q);
+        transition(t, m, heads, zk, t.slice_cols(u, k * B, B), I, F, Bu, q);
         kalman_predict(t, F, Bu, q, zk, Pk, zk, Pk);
         zv.push_back(zk);
         Pv.push_back(Pk);
@@ -637,7 +633,7 @@ template <class T> void filter_step(Tape<T> & t, Ekvae<T> & m, Mat<T> & z, Mat<T
         Var zk = t.constant(z), Pk = t.constant_batch(P, nz, nz);
         Var u = t.constant(Mat<T>::Constant(m.cfg.n_u, 1, u_prev));
         Var F, Bu, q;
-        transition(t, m, zk, u, I, F, Bu, q);
+        transition(t, m, transition_heads(t, m), zk, u, I, F, Bu, q);
         kalman_predict(t, F, Bu, q, zk, Pk, mp, Pp);
     }
     if (x) {
@@ -645,7 +641,7 @@ template <class T> void filter_step(Tape<T> & t, Ekvae<T> & m, Mat<T> & z, Mat<T
         Var H = t.param_batch(*m.H, na, nz);
         Var Rm = t.bdiag(obs_variances(t, m));
         Var mt, Pt;
-        kalman_update(t, H, Rm, I, mp, Pp, a, mt, Pt);
+        kalman_update(t, H, Rm, mp, Pp, a, mt, Pt);
         mp = mt;
         Pp = Pt;
     }
@@ -743,7 +739,8 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
     std::vector<uint64_t> seeds(nt);
     for (int k = 0; k < nt; k++) seeds[k] = rng.next_u64();
     std::vector<EkvaeTerms> terms(nt);
-    std::vector<Mat<float>> Xs(nt), Us(nt);
+    Xs.resize(nt);
+    Us.resize(nt);
     const double lambda = cfg.objective == "elbo" ? -1.0 : lam.lambda;
     flush_denormals();
     auto work = [&](int k) {
@@ -751,17 +748,19 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
         Ekvae<float> & mk = k == 0 ? model : *replicas[k - 1];
         if (k > 0) ekvae_copy_params(model, mk);
         const int Bk = b0[k + 1] - b0[k];
-        Xs[k].resize(D, (Eigen::Index)T_ * Bk);
-        Us[k].resize(U.rows(), (Eigen::Index)T_ * Bk);
-        for (int tt = 0; tt < T_; tt++) {
-            Xs[k].middleCols((Eigen::Index)tt * Bk, Bk) = X.middleCols((Eigen::Index)tt * B + b0[k], Bk);
-            Us[k].middleCols((Eigen::Index)tt * Bk, Bk) = U.middleCols((Eigen::Index)tt * B + b0[k], Bk);
+        if (nt > 1) { // this thread's sequences, time-major like the batch
+            Xs[k].resize(D, (Eigen::Index)T_ * Bk);
+            Us[k].resize(U.rows(), (Eigen::Index)T_ * Bk);
+            for (int tt = 0; tt < T_; tt++) {
+                Xs[k].middleCols((Eigen::Index)tt * Bk, Bk) = X.middleCols((Eigen::Index)tt * B + b0[k], Bk);
+                Us[k].middleCols((Eigen::Index)tt * Bk, Bk) = U.middleCols((Eigen::Index)tt * B + b0[k], Bk);
+            }
         }
         Tape<float> & t = *tapes[k];
         t.reset();
         Rng r(seeds[k]);
         mk.ps.zero_grad();
-        terms[k] = ekvae_objective(t, mk, Xs[k], Us[k], Bk, T_, r, lambda, (double)Bk / B);
+        terms[k] = ekvae_objective(t, mk, nt > 1 ? Xs[k] : X, nt > 1 ? Us[k] : U, Bk, T_, r, lambda, (double)Bk / B);
         if (t.error().empty() && std::isfinite(t.scalar(terms[k].loss))) t.backward(terms[k].loss);
     };
     if (nt == 1) work(0);

@@ -238,6 +238,7 @@ struct Trainer {
     // per-thread replicas for a data-parallel batch
     std::vector<std::unique_ptr<Ekvae<float>>> replicas;
     std::vector<std::unique_ptr<Tape<float>>> tapes;
+    std::vector<Mat<float>> Xs, Us; // each thread's share of the batch (the tapes read them in place)
 
     void init(const EkvaeConfig & c);
     // One step on a batch: splits the batch over cfg.threads, sums gradients, updates the
