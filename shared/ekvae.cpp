@@ -7,6 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <thread>
 #if defined(__SSE3__)
 #include <pmmintrin.h>
@@ -724,6 +727,59 @@ void Trainer::init(const EkvaeConfig & c) {
     tapes.clear();
 }
 
+// Worker threads kept from one training step to the next (creating and joining a thread
+// costs ~50 us here, 1% of a 2-thread step). run(f) calls f(0) on the caller's thread and
+// f(1..n) on the workers, and returns when all have finished.
+struct TrainerPool {
+    std::vector<std::thread> threads;
+    std::mutex mu;
+    std::condition_variable wake, done;
+    const std::function<void(int)> * job = nullptr;
+    uint64_t generation = 0;
+    int pending = 0;
+    bool quit = false;
+
+    explicit TrainerPool(int n) {
+        for (int k = 1; k <= n; k++) threads.emplace_back([this, k] { loop(k); });
+    }
+    ~TrainerPool() {
+        {
+            std::lock_guard<std::mutex> l(mu);
+            quit = true;
+        }
+        wake.notify_all();
+        for (auto & t : threads) t.join();
+    }
+    void loop(int k) {
+        uint64_t seen = 0;
+        for (;;) {
+            const std::function<void(int)> * f;
+            {
+                std::unique_lock<std::mutex> l(mu);
+                wake.wait(l, [&] { return quit || generation != seen; });
+                if (quit) return;
+                seen = generation;
+                f = job;
+            }
+            (*f)(k);
+            std::lock_guard<std::mutex> l(mu);
+            if (--pending == 0) done.notify_one();
+        }
+    }
+    void run(const std::function<void(int)> & f) {
+        {
+            std::lock_guard<std::mutex> l(mu);
+            job = &f;
+            pending = (int)threads.size();
+            generation++;
+        }
+        wake.notify_all();
+        f(0);
+        std::unique_lock<std::mutex> l(mu);
+        done.wait(l, [&] { return pending == 0; });
+    }
+};
+
 StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
     StepStats st;
     const int B = cfg.batch, T_ = (int)(X.cols() / B), D = (int)X.rows();
@@ -743,7 +799,7 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
     Us.resize(nt);
     const double lambda = cfg.objective == "elbo" ? -1.0 : lam.lambda;
     flush_denormals();
-    auto work = [&](int k) {
+    const std::function<void(int)> work = [&](int k) {
         flush_denormals();
         Ekvae<float> & mk = k == 0 ? model : *replicas[k - 1];
         if (k > 0) ekvae_copy_params(model, mk);
@@ -765,10 +821,8 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
     };
     if (nt == 1) work(0);
     else {
-        std::vector<std::thread> th;
-        for (int k = 1; k < nt; k++) th.emplace_back(work, k);
-        work(0);
-        for (auto & x : th) x.join();
+        if (!pool || (int)pool->threads.size() != nt - 1) pool = std::make_shared<TrainerPool>(nt - 1);
+        pool->run(work);
     }
     for (int k = 0; k < nt; k++) {
         Tape<float> & t = *tapes[k];
@@ -793,8 +847,8 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
         st.ok = false;
     } else {
         // keep a copy: an update that produced non-finite weights is undone
-        std::vector<Mat<float>> backup;
-        for (auto & p : model.ps.list) backup.push_back(p->value);
+        backup.resize(model.ps.list.size());
+        for (size_t i = 0; i < backup.size(); i++) backup[i] = model.ps.list[i]->value;
         st.grad_norm = opt.update(model.ps);
         if (!std::isfinite(st.grad_norm)) {
             st.ok = false;

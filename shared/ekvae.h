@@ -239,6 +239,8 @@ struct Trainer {
     std::vector<std::unique_ptr<Ekvae<float>>> replicas;
     std::vector<std::unique_ptr<Tape<float>>> tapes;
     std::vector<Mat<float>> Xs, Us; // each thread's share of the batch (the tapes read them in place)
+    std::vector<Mat<float>> backup;  // the parameters before an update (restored if it is non-finite)
+    std::shared_ptr<struct TrainerPool> pool; // worker threads kept from step to step
 
     void init(const EkvaeConfig & c);
     // One step on a batch: splits the batch over cfg.threads, sums gradients, updates the
