@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Trains the shipped models and the objective comparison of docs/results.md:
-# both objectives (constrained, elbo) x seeds 0 1 2 on the default 'pendulum' preset, each
+# both objectives (constrained, elbo) x seeds 0..4 on the default 'pendulum' preset, each
 # evaluated by ekvae_eval on a fresh test set (seed 3, 200 sequences, never used in training).
 # Seed 0 of each objective is copied into models/ with its config, log and metrics.
-#   scripts/train_models.sh [STEPS] [SEEDS...]        (defaults: 15000 steps, seeds 0 1 2)
+#   scripts/train_models.sh [STEPS] [SEEDS...]        (defaults: 24000 steps, seeds 0 1 2 3 4)
 # Two runs at a time; runs/ holds everything. A run that already has a checkpoint is resumed
 # up to STEPS (resuming is exact, so 12000 + 12000 resumed equals 24000 in one go).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-steps=${1:-15000}
+steps=${1:-24000}
 shift || true
-seeds=${*:-0 1 2}
+seeds=${*:-0 1 2 3 4}
 build=${EKVAE_BUILD_DIR:-build}
 cmake -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j2 --target ekvae_train ekvae_eval >/dev/null
