@@ -933,6 +933,14 @@ template <class T> void Tape<T>::backward_node(int id) {
         else g.noalias() += product;
     };
     auto vin = [&](int k) -> const M & { return val(nd.in[k]); };
+    // For the fused ops: the gradients of inputs 0..count-1 (null where an input needs none,
+    // zeroed on first use), and their column j (column 0 of a broadcast input).
+    auto grad_mats = [&](int count, M ** gm) {
+        for (int i = 0; i < count; i++) gm[i] = in_needs(i) ? &gin(i) : nullptr;
+    };
+    auto grad_cols = [&](int count, M * const * gm, Eigen::Index j, T ** g) {
+        for (int i = 0; i < count; i++) g[i] = gm[i] ? col_of(*gm[i], j) : nullptr;
+    };
 
     switch (nd.op) {
     case Op::Constant:
@@ -1201,10 +1209,11 @@ template <class T> void Tape<T>::backward_node(int id) {
     }
     case Op::KalmanPredict: {
         const int n = (int)vin(3).rows();
+        M * gm[5];
         T * g[5];
-        for (int k = 0; k < 5; k++) g[k] = nullptr;
+        grad_mats(5, gm);
         for (Eigen::Index j = 0; j < G.cols(); j++) {
-            for (int k = 0; k < 5; k++) if (in_needs(k)) g[k] = col_of(gin(k), j);
+            grad_cols(5, gm, j, g);
             const T * F = col_of(vin(0), j), * m = col_of(vin(3), j), * P = col_of(vin(4), j), * Gj = G.data() + j * G.rows();
             if (n == 3) KalmanKernels<T, 3, 2>::predict_back(n, F, m, P, Gj, g[0], g[1], g[2], g[3], g[4]);
             else KalmanKernels<T, Eigen::Dynamic, Eigen::Dynamic>::predict_back(n, F, m, P, Gj, g[0], g[1], g[2], g[3], g[4]);
@@ -1213,10 +1222,11 @@ template <class T> void Tape<T>::backward_node(int id) {
     }
     case Op::KalmanUpdate: {
         const int n = (int)vin(2).rows(), k = (int)vin(4).rows();
+        M * gm[5];
         T * g[5];
-        for (int i = 0; i < 5; i++) g[i] = nullptr;
+        grad_mats(5, gm);
         for (Eigen::Index j = 0; j < G.cols(); j++) {
-            for (int i = 0; i < 5; i++) if (in_needs(i)) g[i] = col_of(gin(i), j);
+            grad_cols(5, gm, j, g);
             const T * H = col_of(vin(0), j), * R = col_of(vin(1), j), * mp = col_of(vin(2), j), * Pp = col_of(vin(3), j);
             const T * aux = nd.aux.data() + j * nd.aux.rows(), * Gj = G.data() + j * G.rows();
             if (n == 3 && k == 2) KalmanKernels<T, 3, 2>::update_back(n, k, H, R, mp, Pp, aux, Gj, g[0], g[1], g[2], g[3], g[4]);
@@ -1226,10 +1236,11 @@ template <class T> void Tape<T>::backward_node(int id) {
     }
     case Op::SmootherGain: {
         const int n = nd.br;
+        M * gm[3];
         T * g[3];
-        for (int i = 0; i < 3; i++) g[i] = nullptr;
+        grad_mats(3, gm);
         for (Eigen::Index j = 0; j < G.cols(); j++) {
-            for (int i = 0; i < 3; i++) if (in_needs(i)) g[i] = col_of(gin(i), j);
+            grad_cols(3, gm, j, g);
             const T * F = col_of(vin(1), j), * P = col_of(vin(2), j), * J = Y.data() + j * Y.rows(), * aux = nd.aux.data() + j * nd.aux.rows();
             const T * Gj = G.data() + j * G.rows();
             if (n == 3) KalmanKernels<T, 3, 2>::gain_back(n, F, P, J, aux, Gj, g[0], g[1], g[2]);
@@ -1239,10 +1250,11 @@ template <class T> void Tape<T>::backward_node(int id) {
     }
     case Op::BackwardSampleStep: {
         const int n = (int)vin(0).rows();
+        M * gm[7];
         T * g[7];
-        for (int i = 0; i < 7; i++) g[i] = nullptr;
+        grad_mats(7, gm);
         for (Eigen::Index j = 0; j < G.cols(); j++) {
-            for (int i = 0; i < 7; i++) if (in_needs(i)) g[i] = col_of(gin(i), j);
+            grad_cols(7, gm, j, g);
             const T * P = col_of(vin(1), j), * J = col_of(vin(2), j), * F = col_of(vin(3), j), * q = col_of(vin(4), j);
             const T * mpn = col_of(vin(5), j), * zn = col_of(vin(6), j), * eps = col_of(vin(7), j);
             const T * aux = nd.aux.data() + j * nd.aux.rows(), * Gj = G.data() + j * G.rows();
