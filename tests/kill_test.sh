@@ -15,7 +15,7 @@ train=$bin/ekvae_train
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 RANDOM=${EKVAE_KILL_SEED:-7}
-steps=${EKVAE_KILL_STEPS:-15000}
+steps=${EKVAE_KILL_STEPS:-100000} # long enough that 18 kills land before the end (a tiny step takes ~0.1 ms)
 tiny=(--image-size 8 --enc-hidden "[32]" --dec-hidden "[32]" --alpha-hidden "[16]" --K 4
       --train-sequences 16 --test-sequences 4 --batch 4 --window 8 --eval-every 0 --threads 1
       --checkpoint-minutes 0.01 --log-every 100000)
