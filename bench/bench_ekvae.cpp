@@ -244,7 +244,7 @@ static int mode_check(const Opts & o) {
     Tape<float> t;
     Rng nrng(noise_seed);
     m.ps.zero_grad();
-    EkvaeTerms r = ekvae_objective(t, m, X, U, cfg.batch, cfg.window, nrng, lambda);
+    EkvaeTerms r = ekvae_objective(t, m, X, U, cfg.batch, cfg.window, nrng, LossWeights::lagrangian(lambda, cfg.D0));
     t.backward(r.loss);
     if (!t.error().empty()) {
         std::fprintf(stderr, "error: %s\n", t.error().c_str());

@@ -152,6 +152,8 @@ int main(int argc, char ** argv) {
     if (args.has("minutes") && args.has("steps")) usage_error("give --minutes or --steps, not both", kUsage);
 
     Trainer tr;
+    Dataset train, test;
+    tr.validation = &test; // held-out images for choosing among starts (filled below, before any step)
     const std::string ck_path = out + "/checkpoint.safetensors";
     const std::string model_path = out + "/model.safetensors";
     const std::string log_path = out + "/train.jsonl";
@@ -181,7 +183,6 @@ int main(int argc, char ** argv) {
     if (!make_dir(out, err)) usage_error(err + " (choose another --out)", kUsage);
 
     // ---- data ------------------------------------------------------------------------------------
-    Dataset train, test;
     if (!cfg.data.empty()) {
         std::vector<uint8_t> bytes;
         if (!read_file(cfg.data, bytes, err)) usage_error("--data: " + err, kUsage);
@@ -206,7 +207,7 @@ int main(int argc, char ** argv) {
     }
 
     if (!resume) {
-        tr.init(cfg);
+        tr.init(cfg, &test);
         std::remove(log_path.c_str());
     } else {
         truncate_log(log_path, tr.step);
@@ -262,9 +263,19 @@ int main(int argc, char ** argv) {
         t_last = now;
         ema_sps = ema_sps == 0 ? 1.0 / dt : 0.98 * ema_sps + 0.02 / dt;
         json j = {{"step", tr.step}, {"time_s", r7(elapsed + dt)}, {"loss", r7(st.loss)}, {"D", r7(st.D)}, {"R", r7(st.R)},
-                  {"elbo", r7(st.elbo)}, {"lambda", r7(st.lambda)}, {"D_ma", r7(tr.lam.D_ma)}, {"grad_norm", r7(st.grad_norm)}, {"ok", st.ok}};
+                  {"elbo", r7(st.elbo)}, {"lambda", r7(st.lambda)}, {"D_ma", r7(st.D_ma)}, {"grad_norm", r7(st.grad_norm)}, {"ok", st.ok}};
+        if (cfg.lr_decay_end > 0) j["lr"] = r7(st.lr);
+        if (cfg.restarts > 1) j["start"] = st.start;
         if (!st.ok) j["error"] = st.error;
         std::fprintf(log, "%s\n", j.dump().c_str());
+        if (st.start_done) { // a start ended: its held-out objective, and the choice after the last
+            json sj = {{"step", tr.step}, {"start_done", st.start}, {"heldout", {{"D", r7(st.start_D)}, {"R", r7(st.start_R)}, {"score", r7(st.start_score)}}}};
+            if (st.chosen >= 0) sj["chosen"] = st.chosen;
+            std::fprintf(log, "%s\n", sj.dump().c_str());
+            std::fprintf(stderr, "%sstart %d of %d ended at step %lld: held-out D %.3f R %.3f, score %.4f%s\n", tty ? "\n" : "",
+                         st.start + 1, cfg.restarts, (long long)tr.step, st.start_D, st.start_R, st.start_score,
+                         st.chosen >= 0 ? (" -> continuing start " + std::to_string(st.chosen + 1)).c_str() : "");
+        }
         if (!st.ok) {
             consecutive_bad++;
             std::fprintf(stderr, "%sstep %lld rejected: %s\n", tty ? "\n" : "", (long long)tr.step, st.error.c_str());

@@ -61,6 +61,9 @@ const std::vector<Field> & fields() {
         F_DBL(checkpoint_minutes, 0.01, 1e6), F_INT(log_every, 1, 1000000000), F_INT(eval_every, 0, 1000000000),
         F_DBL(D0, -1e9, 1e9), F_DBL(lambda_init, 0, 1e9), F_DBL(lambda_min, 0, 1e9), F_DBL(lambda_max, 0, 1e9),
         F_DBL(lambda_rate, 0, 1e3), F_DBL(lambda_max_step, 0, 10), F_DBL(lambda_ma, 0, 0.999999),
+        F_INT(restarts, 1, 64), F_INT(restart_steps, 1, 1000000000), F_INT(lr_decay_start, 0, 2000000000),
+        F_INT(lr_decay_end, 0, 2000000000), F_DBL(lr_final, 0, 1),
+        F_STR(lambda_rule), F_STR(lambda_warmup), F_STR(lambda_scale),
     };
     return f;
 }
@@ -211,6 +214,27 @@ bool config_validate(const EkvaeConfig & c, std::string & err) {
     }
     if (c.lambda_min > c.lambda_max || c.lambda_init < c.lambda_min || c.lambda_init > c.lambda_max) {
         err = "need lambda_min <= lambda_init <= lambda_max";
+        return false;
+    }
+    if (c.lambda_rule != "ekvae" && c.lambda_rule != "authors") {
+        err = "lambda_rule must be 'ekvae' or 'authors', not '" + c.lambda_rule + "'";
+        return false;
+    }
+    if (c.lambda_warmup != "none" && c.lambda_warmup != "hold" && c.lambda_warmup != "rate_off") {
+        err = "lambda_warmup must be 'none', 'hold' or 'rate_off', not '" + c.lambda_warmup + "'";
+        return false;
+    }
+    if (c.lambda_scale != "none" && c.lambda_scale != "normalized") {
+        err = "lambda_scale must be 'none' or 'normalized', not '" + c.lambda_scale + "'";
+        return false;
+    }
+    if (c.lambda_rule == "authors" && (c.lambda_warmup != "none" || c.lambda_scale != "none")) {
+        err = "lambda_rule 'authors' has its own warm-up and loss scale: leave lambda_warmup and lambda_scale at 'none'";
+        return false;
+    }
+    if (c.lr_decay_end != 0 && c.lr_decay_end <= c.lr_decay_start) {
+        err = "lr_decay_end (" + std::to_string(c.lr_decay_end) + ") must be after lr_decay_start (" +
+              std::to_string(c.lr_decay_start) + "), or 0 for a constant learning rate";
         return false;
     }
     return true;
@@ -508,7 +532,7 @@ template <class T> Var backward_sample(Tape<T> & t, Ekvae<T> & m, KalmanResult<T
 
 template <class T>
 EkvaeTerms ekvae_objective(Tape<T> & t, Ekvae<T> & m, const Mat<T> & X, const Mat<T> & U, int B, int T_, Rng & rng,
-                           double lambda, double scale) {
+                           const LossWeights & w, double scale) {
     const EkvaeConfig & c = m.cfg;
     const int na = c.n_a, nz = c.n_z, N = B * T_;
     EkvaeTerms r;
@@ -549,7 +573,12 @@ EkvaeTerms ekvae_objective(Tape<T> & t, Ekvae<T> & m, const Mat<T> & X, const Ma
     const T inv = T(1.0 / N);
     r.D = t.scale(r.log_px, -inv);
     r.R = t.scale(t.sub(t.add(r.log_qa, r.log_post), t.add(r.log_paz, r.log_pz)), inv);
-    Var loss = lambda < 0 ? t.add(r.R, r.D) : t.add_scalar(t.add(r.R, t.scale(r.D, T(lambda))), T(-lambda * c.D0));
+    Var loss;
+    if (w.rate == 1 && w.distortion == 1 && w.offset == 0) loss = t.add(r.R, r.D);
+    else {
+        loss = t.add(w.rate == 1 ? r.R : t.scale(r.R, T(w.rate)), t.scale(r.D, T(w.distortion)));
+        if (w.offset != 0) loss = t.add_scalar(loss, T(w.offset));
+    }
     r.loss = t.scale(loss, T(scale));
     return r;
 }
@@ -672,16 +701,56 @@ template <class T> Readout readout(const Ekvae<T> & m, const Mat<T> & z, const M
 
 // ---- lambda ---------------------------------------------------------------------------------------
 
-void LambdaState::update(const EkvaeConfig & cfg, double D) {
+void LambdaState::init(const EkvaeConfig & cfg) {
+    lambda = cfg.lambda_init;
+    D_ma = 0;
+    started = false;
+    warm = cfg.lambda_rule == "ekvae" && cfg.lambda_warmup == "none";
+}
+
+void LambdaState::update(const EkvaeConfig & cfg, double D, int64_t step) {
     if (!std::isfinite(D)) return;
+    const bool authors = cfg.lambda_rule == "authors";
+    const double ma = authors ? 0.99 : cfg.lambda_ma;
     if (!started) {
         D_ma = D;
         started = true;
     } else {
-        D_ma = cfg.lambda_ma * D_ma + (1 - cfg.lambda_ma) * D;
+        D_ma = ma * D_ma + (1 - ma) * D;
     }
-    const double step = std::clamp(cfg.lambda_rate * (D_ma - cfg.D0), -cfg.lambda_max_step, cfg.lambda_max_step);
-    lambda = std::clamp(lambda * std::exp(step), cfg.lambda_min, cfg.lambda_max);
+    if (!warm) { // warm-up: lambda held until the moving average first meets the bound
+        if (D_ma < cfg.D0) warm = true;
+        return;
+    }
+    if (authors) {
+        if (step % 100 != 0) return;
+        const double f = D_ma < cfg.D0 ? -std::tanh(100.0 * (1.0 / lambda - 1.0)) : 1.0;
+        const double factor = std::clamp(std::exp(cfg.lambda_rate * f * (D_ma - cfg.D0)), 0.9, 1.05);
+        lambda = std::clamp(lambda * factor, cfg.lambda_min, cfg.lambda_max);
+        return;
+    }
+    const double s = std::clamp(cfg.lambda_rate * (D_ma - cfg.D0), -cfg.lambda_max_step, cfg.lambda_max_step);
+    lambda = std::clamp(lambda * std::exp(s), cfg.lambda_min, cfg.lambda_max);
+}
+
+LossWeights LambdaState::weights(const EkvaeConfig & cfg) const {
+    if (cfg.objective == "elbo") return LossWeights::elbo();
+    const bool rate_off = !warm && (cfg.lambda_rule == "authors" || cfg.lambda_warmup == "rate_off");
+    if (rate_off) return {0, 1, 0};
+    if (cfg.lambda_rule == "authors") return {1 / lambda, 1, -cfg.D0};
+    LossWeights w = LossWeights::lagrangian(lambda, cfg.D0);
+    if (cfg.lambda_scale == "normalized") {
+        const double s = 1 / (1 + lambda);
+        w = {w.rate * s, w.distortion * s, w.offset * s};
+    }
+    return w;
+}
+
+double lr_at(const EkvaeConfig & cfg, int64_t step) {
+    if (cfg.lr_decay_end <= 0 || step <= cfg.lr_decay_start) return cfg.lr;
+    if (step >= cfg.lr_decay_end) return cfg.lr * cfg.lr_final;
+    const double x = (double)(step - cfg.lr_decay_start) / (double)(cfg.lr_decay_end - cfg.lr_decay_start);
+    return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + std::cos(3.14159265358979323846 * x)));
 }
 
 // ---- batches ---------------------------------------------------------------------------------------
@@ -713,18 +782,80 @@ void sequences_batch(const Dataset & d, int first, int B, int t0, int T_, Mat<fl
 
 // ---- training -------------------------------------------------------------------------------------
 
-void Trainer::init(const EkvaeConfig & c) {
+// The initialisation seed of start k of a run with seed s (start 0 is the run's own seed).
+static uint64_t start_seed(int s, int k) { return (uint64_t)s ^ ((uint64_t)k << 40); }
+
+void Trainer::init(const EkvaeConfig & c, const Dataset * val) {
     cfg = c;
-    ekvae_init(model, cfg, (uint64_t)cfg.seed);
+    validation = val;
+    step = 0;
+    rejected = 0;
+    start = 0;
+    best_start = -1;
+    start_scores.clear();
+    best_state.clear();
+    begin_start(0);
+}
+
+void Trainer::begin_start(int k) {
+    const uint64_t s = start_seed(cfg.seed, k);
+    ekvae_init(model, cfg, s);
     opt = Adam<float>{};
     opt.cfg.lr = cfg.lr;
     opt.cfg.clip_norm = cfg.clip_norm;
     lam.init(cfg);
-    rng.reseed((uint64_t)cfg.seed ^ 0xD1B54A32D192ED03ULL);
-    step = 0;
-    rejected = 0;
+    rng.reseed(s ^ 0xD1B54A32D192ED03ULL);
     replicas.clear();
     tapes.clear();
+}
+
+HeldOut heldout_objective(Ekvae<float> & m, const Dataset & d, int max_sequences) {
+    Tape<float> t;
+    Rng rng(77);
+    Mat<float> X, U;
+    const int N = std::min(d.N, max_sequences), chunk = 50;
+    double Dsum = 0, Rsum = 0;
+    for (int c0 = 0; c0 < N; c0 += chunk) {
+        const int B = std::min(chunk, N - c0);
+        sequences_batch(d, c0, B, 0, d.T, X, U);
+        t.reset();
+        EkvaeTerms r = ekvae_objective(t, m, X, U, B, d.T, rng, LossWeights::elbo());
+        Dsum += t.scalar(r.D) * B;
+        Rsum += t.scalar(r.R) * B;
+    }
+    HeldOut h;
+    h.D = Dsum / N;
+    h.R = Rsum / N;
+    h.score = m.cfg.objective == "elbo" ? h.R + h.D : h.R + std::max(0.0, h.D - m.cfg.D0);
+    if (!std::isfinite(h.score)) h.score = INFINITY;
+    return h;
+}
+
+void Trainer::end_start(StepStats & st) {
+    const HeldOut h = validation ? heldout_objective(model, *validation) : HeldOut{0, 0, INFINITY};
+    st.start_done = true;
+    st.start_score = h.score;
+    st.start_D = h.D;
+    st.start_R = h.R;
+    start_scores.push_back(h.score);
+    if (best_start < 0 || h.score < start_scores[best_start]) {
+        best_start = start;
+        best_state = checkpoint_impl(false);
+    }
+    start++;
+    if (start < cfg.restarts) {
+        begin_start(start);
+        return;
+    }
+    // the last start ended: continue the best one (its weights, optimiser, lambda and RNG)
+    const int64_t s = step, rj = rejected;
+    std::string err;
+    std::vector<uint8_t> bytes = std::move(best_state);
+    best_state.clear();
+    restore_impl(bytes.data(), bytes.size(), err, true);
+    step = s;
+    rejected = rj;
+    st.chosen = best_start;
 }
 
 // Worker threads kept from one training step to the next (creating and joining a thread
@@ -797,7 +928,7 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
     std::vector<EkvaeTerms> terms(nt);
     Xs.resize(nt);
     Us.resize(nt);
-    const double lambda = cfg.objective == "elbo" ? -1.0 : lam.lambda;
+    const LossWeights lw = lam.weights(cfg);
     flush_denormals();
     const std::function<void(int)> work = [&](int k) {
         flush_denormals();
@@ -816,7 +947,7 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
         t.reset();
         Rng r(seeds[k]);
         mk.ps.zero_grad();
-        terms[k] = ekvae_objective(t, mk, nt > 1 ? Xs[k] : X, nt > 1 ? Us[k] : U, Bk, T_, r, lambda, (double)Bk / B);
+        terms[k] = ekvae_objective(t, mk, nt > 1 ? Xs[k] : X, nt > 1 ? Us[k] : U, Bk, T_, r, lw, (double)Bk / B);
         if (t.error().empty() && std::isfinite(t.scalar(terms[k].loss))) t.backward(terms[k].loss);
     };
     if (nt == 1) work(0);
@@ -841,7 +972,9 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
             for (size_t i = 0; i < model.ps.list.size(); i++) model.ps.list[i]->grad += replicas[k - 1]->ps.list[i]->grad;
     }
     st.elbo = -(st.D + st.R);
-    st.lambda = lambda < 0 ? 1.0 : lam.lambda; // the ELBO is the Lagrangian at lambda = 1
+    const bool elbo = cfg.objective == "elbo";
+    st.lambda = elbo ? 1.0 : lam.lambda; // the ELBO is the Lagrangian at lambda = 1
+    st.start = start;
     if (!st.error.empty() || !std::isfinite(st.loss)) {
         if (st.error.empty()) st.error = "non-finite loss";
         st.ok = false;
@@ -849,6 +982,8 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
         // keep a copy: an update that produced non-finite weights is undone
         backup.resize(model.ps.list.size());
         for (size_t i = 0; i < backup.size(); i++) backup[i] = model.ps.list[i]->value;
+        opt.cfg.lr = lr_at(cfg, step + 1);
+        st.lr = opt.cfg.lr;
         st.grad_norm = opt.update(model.ps);
         if (!std::isfinite(st.grad_norm)) {
             st.ok = false;
@@ -860,38 +995,58 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
         }
     }
     if (!st.ok) rejected++;
-    else if (lambda >= 0) lam.update(cfg, st.D);
+    else if (!elbo) lam.update(cfg, st.D, step + 1);
+    st.D_ma = lam.D_ma;
     step++;
+    if (choosing() && step == (int64_t)(start + 1) * cfg.restart_steps) end_start(st);
     return st;
 }
 
-std::vector<uint8_t> Trainer::checkpoint() const {
+std::vector<uint8_t> Trainer::checkpoint() const { return checkpoint_impl(true); }
+
+bool Trainer::restore(const uint8_t * data, size_t size, std::string & err) { return restore_impl(data, size, err, false); }
+
+// with_starts: the restart bookkeeping too (the best finished start's state nested as bytes).
+std::vector<uint8_t> Trainer::checkpoint_impl(bool with_starts) const {
     SafeTensors st;
     ekvae_to_safetensors(model, st);
     adam_to_safetensors(opt, model.ps, st);
-    const double l[3] = {lam.lambda, lam.D_ma, lam.started ? 1.0 : 0.0};
-    st.tensors["train.lambda"] = Tensor::from_f64(l, {3});
+    const double l[4] = {lam.lambda, lam.D_ma, lam.started ? 1.0 : 0.0, lam.warm ? 1.0 : 0.0};
+    st.tensors["train.lambda"] = Tensor::from_f64(l, {4});
     st.tensors["train.rng"] = Tensor::from_u64(rng.s, {4});
     const int64_t s[2] = {step, rejected};
     st.tensors["train.step"] = Tensor::from_i64(s, {2});
+    if (with_starts && cfg.restarts > 1) {
+        const int64_t r[2] = {start, best_start};
+        st.tensors["train.restart"] = Tensor::from_i64(r, {2});
+        if (!start_scores.empty()) st.tensors["train.start_scores"] = Tensor::from_f64(start_scores.data(), {(int64_t)start_scores.size()});
+        if (!best_state.empty()) {
+            Tensor b;
+            b.dtype = "U8";
+            b.shape = {(int64_t)best_state.size()};
+            b.data = best_state;
+            st.tensors["train.best_start_state"] = b;
+        }
+    }
     st.metadata["kind"] = "checkpoint";
     return safetensors_serialize(st);
 }
 
-bool Trainer::restore(const uint8_t * data, size_t size, std::string & err) {
+bool Trainer::restore_impl(const uint8_t * data, size_t size, std::string & err, bool nested) {
     SafeTensors st;
     if (!safetensors_parse(data, size, st, err)) return false;
     Ekvae<float> m;
     if (!ekvae_from_safetensors(st, m, err)) return false;
     Adam<float> o;
     if (!adam_from_safetensors(st, m.ps, o, err)) return false;
-    const Tensor * l = st.require("train.lambda", "F64", {3}, err);
+    const Tensor * lt = st.find("train.lambda"); // 3 values in files written before the warm-up existed
+    const Tensor * l = st.require("train.lambda", "F64", {lt && lt->shape == std::vector<int64_t>{3} ? 3 : 4}, err);
     const Tensor * r = l ? st.require("train.rng", "U64", {4}, err) : nullptr;
     const Tensor * s = r ? st.require("train.step", "I64", {2}, err) : nullptr;
     if (!s) return false;
-    double lv[3];
+    double lv[4] = {0, 0, 0, 1};
     int64_t sv[2];
-    std::memcpy(lv, l->data.data(), sizeof lv);
+    std::memcpy(lv, l->data.data(), l->data.size());
     std::memcpy(sv, s->data.data(), sizeof sv);
     // A real run keeps lambda in [lambda_min, lambda_max], Adam's second moments >= 0, a
     // nonzero RNG state and step counts far below int64 overflow (which `step + train_steps`
@@ -899,7 +1054,7 @@ bool Trainer::restore(const uint8_t * data, size_t size, std::string & err) {
     const int64_t kMaxStep = int64_t(1) << 53;
     const EkvaeConfig & mc = m.cfg;
     if (!std::isfinite(lv[0]) || !std::isfinite(lv[1]) || lv[0] < mc.lambda_min || lv[0] > mc.lambda_max ||
-        (lv[2] != 0 && lv[2] != 1) || sv[0] < 0 || sv[1] < 0 || sv[0] > kMaxStep || sv[1] > sv[0] || o.step > kMaxStep) {
+        (lv[2] != 0 && lv[2] != 1) || (lv[3] != 0 && lv[3] != 1) || sv[0] < 0 || sv[1] < 0 || sv[0] > kMaxStep || sv[1] > sv[0] || o.step > kMaxStep) {
         err = "checkpoint training state is corrupt (lambda or step out of range)";
         return false;
     }
@@ -914,13 +1069,58 @@ bool Trainer::restore(const uint8_t * data, size_t size, std::string & err) {
         err = "tensor 'train.rng': an all-zero generator state";
         return false;
     }
-    init(m.cfg);
+    // the restart bookkeeping (a run with restarts > 1 interrupted while choosing)
+    int64_t rs2[2] = {m.cfg.restarts, -1};
+    std::vector<double> scores;
+    std::vector<uint8_t> best;
+    if (!nested && m.cfg.restarts > 1) {
+        const Tensor * rt = st.require("train.restart", "I64", {2}, err);
+        if (!rt) return false;
+        std::memcpy(rs2, rt->data.data(), sizeof rs2);
+        const int64_t nsc = std::min<int64_t>(rs2[0], m.cfg.restarts);
+        if (rs2[0] < 0 || rs2[0] > m.cfg.restarts || rs2[1] < -1 || rs2[1] >= nsc || (rs2[0] > 0 && rs2[1] < 0)) {
+            err = "checkpoint restart state is corrupt (start " + std::to_string(rs2[0]) + ", best " + std::to_string(rs2[1]) + ")";
+            return false;
+        }
+        if (nsc > 0) {
+            const Tensor * sc = st.require("train.start_scores", "F64", {nsc}, err);
+            if (!sc) return false;
+            scores.resize((size_t)nsc);
+            std::memcpy(scores.data(), sc->data.data(), sc->data.size());
+        }
+        if (rs2[0] > 0 && rs2[0] < m.cfg.restarts) {
+            const Tensor * b = st.find("train.best_start_state");
+            if (!b || b->dtype != "U8" || b->shape.size() != 1) {
+                err = "checkpoint of a run choosing among starts lacks 'train.best_start_state'";
+                return false;
+            }
+            Trainer probe;
+            if (!probe.restore_impl(b->data.data(), b->data.size(), err, true)) {
+                err = "train.best_start_state: " + err;
+                return false;
+            }
+            best = b->data;
+        }
+    }
+    if (!nested) {
+        const Dataset * val = validation;
+        init(m.cfg, val);
+        start = (int)rs2[0];
+        best_start = (int)rs2[1];
+        start_scores = scores;
+        best_state = best;
+    } else {
+        cfg = m.cfg;
+        replicas.clear();
+        tapes.clear();
+    }
     ekvae_copy_params(m, model);
     o.cfg = opt.cfg;
     opt = std::move(o);
     lam.lambda = lv[0];
     lam.D_ma = lv[1];
     lam.started = lv[2] != 0;
+    lam.warm = lv[3] != 0;
     std::memcpy(rng.s, r->data.data(), sizeof rng.s);
     step = sv[0];
     rejected = sv[1];
@@ -1082,7 +1282,7 @@ void evaluate(Ekvae<float> & m, const Dataset & d, EvalMetrics & e, bool fit, ui
             const int B = std::min(chunk, N - c0);
             sequences_batch(d, c0, B, 0, d.T, X, U);
             t.reset();
-            EkvaeTerms r = ekvae_objective(t, m, X, U, B, d.T, rng, -1.0);
+            EkvaeTerms r = ekvae_objective(t, m, X, U, B, d.T, rng, LossWeights::elbo());
             Dsum += t.scalar(r.D) * B;
             Rsum += t.scalar(r.R) * B;
         }
@@ -1126,7 +1326,7 @@ std::string metrics_to_json(const EvalMetrics & e, int indent) {
     template void kalman_filter(Tape<T> &, Ekvae<T> &, Var, Var, int, int, KalmanResult<T> &);                               \
     template void rts_smoother(Tape<T> &, Ekvae<T> &, KalmanResult<T> &, bool);                                              \
     template Var backward_sample(Tape<T> &, Ekvae<T> &, KalmanResult<T> &, const Mat<T> &, Var &);                           \
-    template EkvaeTerms ekvae_objective(Tape<T> &, Ekvae<T> &, const Mat<T> &, const Mat<T> &, int, int, Rng &, double, double); \
+    template EkvaeTerms ekvae_objective(Tape<T> &, Ekvae<T> &, const Mat<T> &, const Mat<T> &, int, int, Rng &, const LossWeights &, double); \
     template void encode(Tape<T> &, Ekvae<T> &, const Mat<T> &, Mat<T> &, Mat<T> &);                                         \
     template Mat<T> decode(Tape<T> &, Ekvae<T> &, const Mat<T> &);                                                           \
     template void infer_sequences(Tape<T> &, Ekvae<T> &, const Mat<T> &, const Mat<T> &, int, int, bool, Posterior<T> &);    \

@@ -73,6 +73,13 @@ struct EkvaeConfig {
     double checkpoint_minutes = 2;
     int log_every = 50;        // terminal lines when not a TTY; the JSONL log gets every step
     int eval_every = 1000;     // steps between r2 probes on held-out data during training
+    // training schedule (see Trainer); steps count every step of the run, starts included
+    int restarts = 1;          // short starts from different initialisations; the one with the best
+                               // held-out objective (never the true states) is continued
+    int restart_steps = 2000;  // steps of each start
+    int lr_decay_start = 0;    // the learning rate is constant up to this step, then falls along a
+    int lr_decay_end = 0;      // cosine to lr * lr_final at this step (0 = constant throughout)
+    double lr_final = 0.1;
     // constrained optimisation (see LambdaState)
     double D0 = 10.0;          // distortion bound, nats per frame
     double lambda_init = 1.0;
@@ -81,6 +88,11 @@ struct EkvaeConfig {
     double lambda_rate = 0.05; // d log(lambda) per step per nat of (Dbar - D0)
     double lambda_max_step = 0.05; // |d log(lambda)| per step at most
     double lambda_ma = 0.95;   // moving-average decay of D
+    std::string lambda_rule = "ekvae";   // "ekvae" (every step, see LambdaState) | "authors" (the
+                                         // rule of the authors' lab: see LambdaState)
+    std::string lambda_warmup = "none";  // until Dbar first meets D0: "none", "hold" (lambda held
+                                         // at lambda_init) or "rate_off" (loss = D, lambda held)
+    std::string lambda_scale = "none";   // "none" | "normalized": the loss divided by 1 + lambda
 };
 
 // JSON <-> config. from_json applies the keys present over `cfg` (so presets are defaults);
@@ -157,11 +169,17 @@ struct EkvaeTerms {
     Var log_px, log_qa, log_post, log_paz, log_pz;
 };
 
+// The loss as a weighted sum of the terms: loss = rate R + distortion D + offset.
+struct LossWeights {
+    double rate = 1, distortion = 1, offset = 0;
+    static LossWeights elbo() { return {1, 1, 0}; }                                 // R + D
+    static LossWeights lagrangian(double lambda, double D0) { return {1, lambda, -lambda * D0}; } // R + lambda (D - D0)
+};
+
 // One batch: X [D, T*B] in [0, 1], U [n_u, T*B]. Draws the reparameterisation noise from rng.
-// objective_lambda < 0: ELBO loss (R + D); otherwise R + lambda (D - D0).
 // scale: the loss is multiplied by it (for splitting a batch across threads).
 template <class T> EkvaeTerms ekvae_objective(Tape<T> & t, Ekvae<T> & m, const Mat<T> & X, const Mat<T> & U, int B, int T_,
-                                              Rng & rng, double lambda, double scale = 1.0);
+                                              Rng & rng, const LossWeights & w, double scale = 1.0);
 
 // ---- inference without sampling (evaluation, the app) -----------------------------------
 // Encoder means and log-variances for frames X [D, N].
@@ -197,19 +215,32 @@ struct Readout {
 template <class T> Readout readout(const Ekvae<T> & m, const Mat<T> & z, const Mat<T> & P, int col = 0);
 
 // ---- constrained optimisation -------------------------------------------------------------
-// lambda's update, once per training step from the batch distortion D (nats per frame):
+// lambda's update, once per training step from the batch distortion D (nats per frame).
+// lambda_rule "ekvae":
 //   Dbar   <- ma Dbar + (1 - ma) D                  (Dbar starts at the first D)
 //   log lambda <- log lambda + clip(rate (Dbar - D0), -max_step, max_step)
 //   lambda <- clamp(lambda, lambda_min, lambda_max)
 // so lambda rises while the constraint D <= D0 is violated and falls once it holds, at most
-// by a factor exp(max_step) per step either way (it can neither jump to its cap nor linger
-// there for thousands of steps).
+// by a factor exp(max_step) per step either way; the loss is R + lambda (D - D0).
+// lambda_warmup "hold" / "rate_off" keep lambda at lambda_init until Dbar first meets D0
+// (no wind-up while the untrained decoder is far above D0); "rate_off" also leaves the rate
+// out of the loss until then (loss = D). lambda_scale "normalized" divides the loss by
+// 1 + lambda, so its scale does not grow with lambda.
+// lambda_rule "authors" (the idea of argmax-ai/deep-variational-bayes-filters, beta_update.py):
+// Dbar with decay 0.99; loss = D alone until Dbar first meets D0, then D + R / lambda; every
+// 100 steps lambda <- lambda * clip(exp(rate f (Dbar - D0)), 0.9, 1.05) with f = 1 while the
+// constraint is violated and f = -tanh(100 (1/lambda - 1)) once it holds (lambda is driven
+// back toward 1, the ELBO, instead of falling below it).
 struct LambdaState {
     double lambda = 1.0;
     double D_ma = 0.0;
     bool started = false;
-    void init(const EkvaeConfig & cfg) { lambda = cfg.lambda_init; D_ma = 0; started = false; }
-    void update(const EkvaeConfig & cfg, double D);
+    bool warm = true;    // the warm-up is over (Dbar has met D0), or there is none
+    void init(const EkvaeConfig & cfg);
+    // after training step `step` (1-based) with batch distortion D
+    void update(const EkvaeConfig & cfg, double D, int64_t step = 0);
+    // the loss weights for the next step
+    LossWeights weights(const EkvaeConfig & cfg) const;
 };
 
 // ---- training ------------------------------------------------------------------------------
@@ -220,11 +251,26 @@ void sample_batch(const Dataset & d, int B, int window, Rng & rng, Mat<float> & 
 void sequences_batch(const Dataset & d, int first, int B, int t0, int T_, Mat<float> & X, Mat<float> & U);
 
 struct StepStats {
-    double loss = 0, D = 0, R = 0, elbo = 0, lambda = 0, grad_norm = 0;
+    double loss = 0, D = 0, R = 0, elbo = 0, lambda = 0, D_ma = 0, grad_norm = 0, lr = 0;
     double log_px = 0, log_qa = 0, log_post = 0, log_paz = 0, log_pz = 0;
     bool ok = true;
     std::string error;
+    int start = 0;              // the start this step trained (restarts > 1)
+    bool start_done = false;    // this step ended a start: its held-out score is below
+    double start_score = 0, start_D = 0, start_R = 0;
+    int chosen = -1;            // the last start ended: the one continued
 };
+
+// The held-out objective that chooses among starts, from images and actions only: the
+// distortion and rate on the first (up to) 100 sequences of d with fixed noise, and the score
+// R + max(0, D - D0) for "constrained" (the rate at the distortion bound), R + D (-ELBO) for
+// "elbo". Lower is better.
+struct HeldOut {
+    double D = 0, R = 0, score = 0;
+};
+HeldOut heldout_objective(Ekvae<float> & m, const Dataset & d, int max_sequences = 100);
+// The learning rate at a step (1-based) of the schedule.
+double lr_at(const EkvaeConfig & cfg, int64_t step);
 
 // Everything a run needs to continue exactly: the model, the optimiser, lambda, RNG, step.
 struct Trainer {
@@ -235,6 +281,12 @@ struct Trainer {
     Rng rng{0};
     int64_t step = 0;
     int64_t rejected = 0; // non-finite steps skipped
+    // restarts: the start being trained, the best finished one and its state
+    const Dataset * validation = nullptr; // held-out data for choosing among starts
+    int start = 0;
+    int best_start = -1;
+    std::vector<double> start_scores;
+    std::vector<uint8_t> best_state;      // checkpoint bytes of the best finished start
     // per-thread replicas for a data-parallel batch
     std::vector<std::unique_ptr<Ekvae<float>>> replicas;
     std::vector<std::unique_ptr<Tape<float>>> tapes;
@@ -242,14 +294,25 @@ struct Trainer {
     std::vector<Mat<float>> backup;  // the parameters before an update (restored if it is non-finite)
     std::shared_ptr<struct TrainerPool> pool; // worker threads kept from step to step
 
-    void init(const EkvaeConfig & c);
+    // validation: held-out data for choosing among starts (needed when cfg.restarts > 1; it
+    // must outlive the Trainer).
+    void init(const EkvaeConfig & c, const Dataset * validation = nullptr);
     // One step on a batch: splits the batch over cfg.threads, sums gradients, updates the
     // parameters (unless the loss or a gradient is non-finite: the step is rejected and
-    // reported in the stats, parameters untouched), then lambda.
+    // reported in the stats, parameters untouched), then lambda. With restarts, the step that
+    // ends a start scores it on the validation data and begins the next start (or, after the
+    // last, continues the best one).
     StepStats train_step(const Mat<float> & X, const Mat<float> & U);
+    bool choosing() const { return cfg.restarts > 1 && start < cfg.restarts; }
     // Checkpoint = model + Adam state + lambda + RNG + step, as safetensors bytes.
     std::vector<uint8_t> checkpoint() const;
     bool restore(const uint8_t * data, size_t size, std::string & err);
+
+  private:
+    void begin_start(int k);
+    void end_start(StepStats & st);
+    std::vector<uint8_t> checkpoint_impl(bool with_starts) const;
+    bool restore_impl(const uint8_t * data, size_t size, std::string & err, bool nested);
 };
 
 // ---- evaluation ------------------------------------------------------------------------------

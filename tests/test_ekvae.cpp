@@ -209,7 +209,7 @@ TEST_CASE("the whole EKVAE objective: gradients match central differences (doubl
         auto loss = [&](bool backward) {
             t.reset();
             Rng noise(7); // the same reparameterisation noise for every evaluation
-            EkvaeTerms r = ekvae_objective(t, m, X, U, B, T, noise, lambda, 1.0);
+            EkvaeTerms r = ekvae_objective(t, m, X, U, B, T, noise, lambda < 0 ? LossWeights::elbo() : LossWeights::lagrangian(lambda, c.D0), 1.0);
             if (backward) {
                 m.ps.zero_grad();
                 t.backward(r.loss);
