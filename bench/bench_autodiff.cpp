@@ -125,6 +125,7 @@ int main(int argc, char ** argv) {
     EkvaeConfig ecfg;
     ecfg.train_sequences = 64;
     ecfg.threads = 1;
+    ecfg.restarts = 1;
     DatasetConfig dc;
     dc.sequences = 64;
     Dataset data = generate_dataset(dc);

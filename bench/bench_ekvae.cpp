@@ -132,6 +132,7 @@ static Dataset default_train_data(const EkvaeConfig & cfg) {
 static int mode_train(const Opts & o) {
     EkvaeConfig cfg;
     config_preset("pendulum", cfg);
+    cfg.restarts = 1; // a plain run: the step is what is timed
     cfg.threads = o.threads;
     const Dataset data = default_train_data(cfg);
     Trainer tr;
@@ -292,6 +293,7 @@ static int mode_check(const Opts & o) {
 static int mode_profile(const Opts & o) {
     EkvaeConfig cfg;
     config_preset("pendulum", cfg);
+    cfg.restarts = 1; // a plain run: the step is what is timed
     cfg.threads = o.threads;
     cfg.train_sequences = 64;
     const Dataset data = default_train_data(cfg);

@@ -4,26 +4,58 @@
 #include "safetensors.h"
 
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <string>
 #include <vector>
 
 namespace ekvae {
 
-// Reads a whole file. Refuses files larger than max_bytes before allocating. Returns false
-// and sets err (naming the path and the OS error) on failure.
+// Every program's main: makes sure file descriptors 0-2 are open (so a file opened later can
+// never become stderr), runs body, and turns any exception that escapes it into an error
+// message and exit status 1 (std::bad_alloc: "out of memory" with the flags that size a run).
+int cli_main(int argc, char ** argv, int (*body)(int, char **));
+
+// Reads a whole file. Refuses anything but a regular file (a FIFO or device is checked
+// without blocking: opened O_NONBLOCK, then fstat) and files larger than max_bytes before
+// allocating. Returns false and sets err (naming the path and the OS error) on failure.
 bool read_file(const std::string & path, std::vector<uint8_t> & out, std::string & err,
                uint64_t max_bytes = kMaxSafetensorsFile);
+// The same into float storage (for datasets: the images are moved into place, see
+// dataset_from_safetensors); *nbytes gets the file size.
+bool read_file_floats(const std::string & path, std::vector<float> & out, size_t * nbytes, std::string & err,
+                      uint64_t max_bytes = kMaxSafetensorsFile);
 
-// Writes bytes to path + ".tmp.<pid>" in the same directory, fsyncs it and renames it over
-// path, so readers see either the old file or the complete new one. On any failure the
-// temporary file is removed, the old file is left untouched, and false is returned with err
-// naming the path and the OS error.
+// Checks, before any work is done, that path can be written by write_file_atomic: its
+// directory exists, the name (and the temporary name beside it) fits the file system's limit,
+// and anything already at path is a regular file (never a device, FIFO, directory or link).
+bool check_output_path(const std::string & path, std::string & err);
+
+// Writes bytes to a temporary file created exclusively (O_EXCL | O_NOFOLLOW, a random name,
+// mode 0644) in path's directory, fsyncs it, renames it over path and fsyncs the directory,
+// so readers see either the old file or the complete new one and nothing planted at a
+// predictable name is followed. Refuses to replace anything but a regular file. On any
+// failure the temporary file is removed, the old file is left untouched, and false is
+// returned with err naming the path and the OS error.
 bool write_file_atomic(const std::string & path, const std::vector<uint8_t> & bytes,
                        std::string & err);
 
+// Opens path for appending (created 0644 if missing) without following a link; refuses
+// anything but a regular file. Returns nullptr and sets err otherwise.
+std::FILE * open_append(const std::string & path, std::string & err);
+
+// An exclusive advisory lock (flock) on a directory, held until the returned descriptor is
+// closed (or the process exits). Returns -1 and sets err when another process holds it.
+int lock_directory(const std::string & dir, std::string & err);
+
+// The memory this process may use in bytes: the machine's physical memory, or less under a
+// ulimit (RLIMIT_AS, RLIMIT_DATA) or a cgroup limit (0 if unknown), and a size in human units ("3.2 GiB").
+uint64_t physical_memory_bytes();
+std::string human_bytes(double bytes);
+
 // Command-line flags: "--name value", "--name=value" and boolean "--name" (also "-h" for
-// "--help" when "help" is a boolean flag). Unknown flags, missing values, repeated flags and
+// "--help" when "help" is a boolean flag). Underscores in a name are read as dashes
+// (--n_z is --n-z). Unknown flags, missing values, repeated flags and
 // stray arguments are recorded in err (the first problem only); callers check ok().
 //
 //   Args args(argc, argv, {"out", "seed"}, {"help"});

@@ -20,11 +20,11 @@ static const char * kHelp =
     "  --sequences N           number of sequences (default 1000)\n"
     "  --steps T               frames per sequence (default 64)\n"
     "  --seed S                random seed, 0..2^64-1 (default 1); same seed, same bytes\n"
-    "  --image-size W          image side in pixels, 1..256 (default 16)\n"
+    "  --image-size W          image side in pixels, 4..256 (default 16)\n"
     "\n"
     "Tensors: images F32 [N, T, W, W], actions F32 [N, T, 1], states F32 [N, T, 2].\n";
 
-int main(int argc, char ** argv) {
+static int run(int argc, char ** argv) {
     Args args(argc, argv, {"out", "sequences", "steps", "seed", "image-size"}, {"help"});
     if (!args.ok()) usage_error(args.err, kUsage);
     if (args.has("help")) {
@@ -46,16 +46,13 @@ int main(int argc, char ** argv) {
     std::string err;
     if (!validate_dataset_config(cfg, err)) usage_error(err, kUsage);
 
-    // Catch a missing output directory before spending time generating.
-    size_t slash = out.find_last_of('/');
-    if (slash != std::string::npos) {
-        std::string dir = slash == 0 ? "/" : out.substr(0, slash);
-        struct stat st;
-        if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-            usage_error("cannot write '" + out + "': directory '" + dir +
-                            "' does not exist; create it or choose another --out",
-                        kUsage);
-    }
+    // a missing directory, a name too long or a device at --out: refused before generating
+    if (!check_output_path(out, err)) usage_error(err + " (--out)", kUsage);
+    const double need = 2.0 * (double)cfg.sequences * cfg.steps * ((double)cfg.image_size * cfg.image_size + 3) * 4 + 32e6;
+    const double have = (double)physical_memory_bytes();
+    if (have > 0 && need > 0.9 * have)
+        usage_error("this dataset needs about " + human_bytes(need) + " of memory to generate and write but this process may use " +
+                        human_bytes(have) + "; lower --sequences or --steps", kUsage);
 
     Dataset d = generate_dataset(cfg);
     std::vector<uint8_t> bytes = dataset_to_safetensors(d);
@@ -68,3 +65,5 @@ int main(int argc, char ** argv) {
                 out.c_str(), d.N, d.T, d.W, d.W, (unsigned long long)cfg.seed, bytes.size());
     return 0;
 }
+
+int main(int argc, char ** argv) { return cli_main(argc, argv, run); }

@@ -211,7 +211,8 @@ static std::string write_figure_data(const std::string & dir, const std::vector<
         j["models"].push_back(mj);
     }
     j["logs"] = logs;
-    const std::string path = dir + "/figures.json", text = j.dump(2) + "\n";
+    // paths need not be UTF-8: such bytes are replaced in this JSON (the figures' legends)
+    const std::string path = dir + "/figures.json", text = j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
     std::string err;
     if (!write_file_atomic(path, std::vector<uint8_t>(text.begin(), text.end()), err)) usage_error(err, kUsage);
     return path;
@@ -242,7 +243,7 @@ static bool is_file(const std::string & p) {
     return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-int main(int argc, char ** argv) {
+static int run(int argc, char ** argv) {
     Args args(argc, argv, {"model", "data", "seed", "sequences", "figures", "log"}, {"json", "help"});
     if (!args.ok()) usage_error(args.err, kUsage);
     if (args.has("help")) {
@@ -264,7 +265,7 @@ int main(int argc, char ** argv) {
         usage_error("give --data FILE or --seed/--sequences, not both", kUsage);
     uint64_t seed = 3;
     int sequences = 200;
-    if (!args.get_u64("seed", seed) || !args.get_int("sequences", sequences, 2, 100000)) usage_error(args.err, kUsage);
+    if (!args.get_u64("seed", seed) || !args.get_int("sequences", sequences, 2, 5000)) usage_error(args.err, kUsage);
 
     std::string err;
     std::vector<uint8_t> bytes;
@@ -273,6 +274,10 @@ int main(int argc, char ** argv) {
         if (!read_file(path, bytes, err)) usage_error(err, kUsage);
         models.push_back(std::make_unique<Ekvae<float>>());
         if (!ekvae_load(bytes.data(), bytes.size(), *models.back(), err)) usage_error(path + ": " + err, kUsage);
+        if (!ekvae_check_outputs(*models.back(), err)) {
+            std::fprintf(stderr, "error: %s: %s\n", path.c_str(), err.c_str());
+            return 1;
+        }
         if (models.back()->cfg.image_size != models[0]->cfg.image_size)
             usage_error(path + " expects " + std::to_string(models.back()->cfg.image_size) + "x" +
                             std::to_string(models.back()->cfg.image_size) + " images but " + model_paths[0] + " expects " +
@@ -285,8 +290,10 @@ int main(int argc, char ** argv) {
     std::string test_set;
     if (args.has("data")) {
         const std::string path = args.get_string("data");
-        if (!read_file(path, bytes, err)) usage_error(err, kUsage);
-        if (!dataset_from_safetensors(bytes.data(), bytes.size(), d, err)) usage_error(path + ": " + err, kUsage);
+        std::vector<float> buf;
+        size_t nbytes = 0;
+        if (!read_file_floats(path, buf, &nbytes, err)) usage_error(err, kUsage);
+        if (!dataset_from_safetensors(std::move(buf), nbytes, d, err)) usage_error(path + ": " + err, kUsage);
         test_set = path;
     } else {
         DatasetConfig dc;
@@ -294,6 +301,12 @@ int main(int argc, char ** argv) {
         dc.steps = 64;
         dc.image_size = image_size;
         dc.seed = seed;
+        // the test set, the smoothed means and the k-NN fits, estimated before allocating
+        const double need = (double)sequences * 64 * ((double)image_size * image_size * 4 + 64) + 64e6;
+        const double have = (double)physical_memory_bytes();
+        if (have > 0 && need > 0.9 * have)
+            usage_error("--sequences " + std::to_string(sequences) + " needs about " + human_bytes(need) + " of memory but this process may use " +
+                            human_bytes(have) + "; lower --sequences", kUsage);
         d = generate_dataset(dc);
         test_set = "generated: seed " + std::to_string(seed) + ", " + std::to_string(sequences) + " sequences of 64 steps";
     }
@@ -303,7 +316,7 @@ int main(int argc, char ** argv) {
                         " (generate data with ekvae_data --image-size " + std::to_string(image_size) + ")", kUsage);
     if (d.T < 48) usage_error("the test sequences have " + std::to_string(d.T) + " steps; the forecast metrics need at least 48", kUsage);
     if (d.N < 2) usage_error("the test set needs at least 2 sequences", kUsage);
-    if (figures) { // mkdir -p
+    if (figures) { // mkdir -p, then every file it will write must be writable
         for (size_t i = 1; i <= fig_dir.size(); i++) {
             if (i < fig_dir.size() && fig_dir[i] != '/') continue;
             const std::string part = fig_dir.substr(0, i);
@@ -318,6 +331,12 @@ int main(int argc, char ** argv) {
         const auto t0 = std::chrono::steady_clock::now();
         evaluate(*models[i], d, metrics[i], false, seed);
         const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const std::string nf = metrics_nonfinite(metrics[i]);
+        if (!nf.empty()) {
+            std::fprintf(stderr, "error: %s: the metric '%s' is not finite on the test set: the model's weights are unusable "
+                                 "(retrain it, or take an earlier checkpoint)\n", model_paths[i].c_str(), nf.c_str());
+            return 1;
+        }
         if (args.has("json")) {
             if (models.size() == 1) std::printf("%s\n", metrics_to_json(metrics[i]).c_str());
             else std::printf("%s%s%s", i == 0 ? "[\n" : "", metrics_to_json(metrics[i]).c_str(), i + 1 < models.size() ? ",\n" : "\n]\n");
@@ -350,3 +369,5 @@ int main(int argc, char ** argv) {
     }
     return 0;
 }
+
+int main(int argc, char ** argv) { return cli_main(argc, argv, run); }

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <cstdarg>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -30,12 +31,33 @@ static const char * kUsage =
     "                   [--minutes M | --steps N] [--data FILE.safetensors] [--out DIR] [--resume] [--threads N]\n"
     "                   [--<config key> VALUE ...]   (--help for details)";
 
-static std::atomic<bool> g_stop{false};
-static void on_signal(int) { g_stop = true; }
+static std::atomic<int> g_signal{0};
+static void on_signal(int sig) { g_signal = sig; }
+
+// Progress lines go to stderr until it fails (a closed terminal or pipe): training goes on.
+static bool g_quiet = false;
+static void say(const char * fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char * fmt, ...) {
+    if (g_quiet) return;
+    va_list ap;
+    va_start(ap, fmt);
+    const int r = std::vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (r < 0 || std::fflush(stderr) != 0) g_quiet = true;
+}
 
 static std::string dashed(std::string k) {
     for (char & c : k) if (c == '_') c = '-';
     return k;
+}
+
+static bool file_exists(const std::string & p) {
+    struct stat st;
+    return ::lstat(p.c_str(), &st) == 0;
+}
+static bool dir_exists(const std::string & p) {
+    struct stat st;
+    return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 static bool make_dir(const std::string & dir, std::string & err) {
@@ -120,10 +142,26 @@ static Probe probe(Ekvae<float> & m, const Dataset & test) {
     return {e.r2_cos, e.r2_sin, e.r2_omega, e.r2knn_cos, e.r2knn_sin, e.r2knn_omega, a10, a32};
 }
 
-int main(int argc, char ** argv) {
+// The memory a run needs, estimated before anything large is allocated: the training and
+// held-out images, and per thread the tape of one batch (every layer's activations and
+// gradients, measured ~1.5x of this count for the default model).
+static double estimate_run_bytes(const EkvaeConfig & c, int64_t data_file_bytes) {
+    const double D = (double)c.image_size * c.image_size;
+    const double train_imgs = data_file_bytes > 0 ? (double)data_file_bytes : (double)c.train_sequences * c.sequence_steps * D * 4;
+    const double test_imgs = (double)c.test_sequences * std::max(c.sequence_steps, 48) * D * 4;
+    double hidden = 0;
+    for (int h : c.enc_hidden) hidden += h;
+    for (int h : c.dec_hidden) hidden += h;
+    for (int h : c.alpha_hidden) hidden += h;
+    const double per_frame = (6 * D + 6 * hidden + 40.0 * c.n_z * c.n_z * (c.n_a + c.n_u + c.K)) * 4;
+    const double tape = per_frame * c.batch * c.window * 1.5;
+    return train_imgs + test_imgs + tape + 64e6;
+}
+
+static int run(int argc, char ** argv) {
     std::vector<std::string> value_flags = {"preset", "config", "minutes", "steps", "out"};
     for (const std::string & k : config_keys()) value_flags.push_back(dashed(k));
-    Args args(argc, argv, value_flags, {"resume", "help"});
+    Args args(argc, argv, value_flags, {"resume", "force", "help"});
     if (!args.ok()) usage_error(args.err, kUsage);
     if (args.has("help")) {
         std::printf("%s\n\nConfig keys (set with --key value, dashes or underscores; defaults of the 'pendulum' preset):\n%s\n",
@@ -132,31 +170,45 @@ int main(int argc, char ** argv) {
     }
     const std::string out = args.get_string("out", "runs/pendulum");
     const bool resume = args.has("resume");
+    if (resume && args.has("force")) usage_error("give --resume (continue the run) or --force (start it over), not both", kUsage);
     std::string err;
 
     // ---- resolve the config: preset < config file < flags --------------------------------
     EkvaeConfig cfg;
     const std::string preset = args.get_string("preset", "pendulum");
     if (!config_preset(preset, cfg)) usage_error("unknown preset '" + preset + "' (available: pendulum)", kUsage);
+    std::vector<std::pair<std::string, std::string>> overrides;
     if (args.has("config")) {
         std::vector<uint8_t> bytes;
-        if (!read_file(args.get_string("config"), bytes, err, 16u << 20)) usage_error(err, kUsage);
-        if (!config_from_json(std::string(bytes.begin(), bytes.end()), cfg, err))
+        if (!read_file(args.get_string("config"), bytes, err, 16u << 20)) usage_error("--config: " + err, kUsage);
+        // the file's keys are applied exactly like flags (before them; a flag wins over the file)
+        std::vector<std::pair<std::string, std::string>> kv;
+        if (!config_json_items(std::string(bytes.begin(), bytes.end()), kv, err))
             usage_error(args.get_string("config") + ": " + err, kUsage);
+        overrides.insert(overrides.end(), kv.begin(), kv.end());
     }
-    std::vector<std::pair<std::string, std::string>> overrides;
     if (args.has("minutes")) overrides.push_back({"train_minutes", args.get_string("minutes")});
     if (args.has("steps")) overrides.push_back({"train_steps", args.get_string("steps")});
     for (const std::string & k : config_keys())
         if (args.has(dashed(k))) overrides.push_back({k, args.get_string(dashed(k))});
     if (args.has("minutes") && args.has("steps")) usage_error("give --minutes or --steps, not both", kUsage);
 
+    if (!resume && !args.has("force") && (file_exists(out + "/checkpoint.safetensors") || file_exists(out + "/train.jsonl") ||
+                                          file_exists(out + "/model.safetensors")))
+        usage_error("'" + out + "' already holds a run: add --resume to continue it, --force to start it over (its log, "
+                    "checkpoint and model are replaced), or choose another --out", kUsage);
     Trainer tr;
     Dataset train, test;
     tr.validation = &test; // held-out images for choosing among starts (filled below, before any step)
     const std::string ck_path = out + "/checkpoint.safetensors";
     const std::string model_path = out + "/model.safetensors";
     const std::string log_path = out + "/train.jsonl";
+    // one process per run directory, for the whole run
+    int lock_fd = -1;
+    if (resume || dir_exists(out)) {
+        lock_fd = lock_directory(out, err);
+        if (lock_fd < 0) usage_error(err, kUsage);
+    }
     if (resume) {
         std::vector<uint8_t> bytes;
         if (!read_file(ck_path, bytes, err)) usage_error("--resume: " + err + " (train into --out DIR first)", kUsage);
@@ -165,9 +217,13 @@ int main(int argc, char ** argv) {
         const std::vector<std::string> run_keys = {"train_minutes", "train_steps", "threads", "checkpoint_minutes", "log_every", "eval_every", "data"};
         EkvaeConfig c = tr.cfg;
         for (auto & [k, v] : overrides) {
+            EkvaeConfig same = c;
+            if (!config_set(same, k, v, err)) usage_error(err, kUsage);
+            if (config_to_json(same) == config_to_json(c)) continue; // the value it already has
             if (std::find(run_keys.begin(), run_keys.end(), k) == run_keys.end())
-                usage_error("--" + dashed(k) + " cannot change when resuming (the run keeps its checkpoint's config)", kUsage);
-            if (!config_set(c, k, v, err)) usage_error(err, kUsage);
+                usage_error("--" + dashed(k) + (args.has(dashed(k)) ? "" : " (from --config)") +
+                                " cannot change when resuming (the run keeps its checkpoint's config)", kUsage);
+            c = same;
         }
         if (!args.has("minutes") && args.has("steps")) c.train_minutes = 0;
         tr.cfg = c;
@@ -181,12 +237,28 @@ int main(int argc, char ** argv) {
     }
     if (cfg.train_steps == 0 && cfg.train_minutes <= 0) usage_error("nothing to do: give --steps N or --minutes M", kUsage);
     if (!make_dir(out, err)) usage_error(err + " (choose another --out)", kUsage);
+    if (lock_fd < 0) {
+        lock_fd = lock_directory(out, err);
+        if (lock_fd < 0) usage_error(err, kUsage);
+    }
+    for (const std::string & f : {ck_path, model_path, log_path, out + "/config.json"})
+        if (!check_output_path(f, err)) usage_error(err, kUsage);
+    {
+        struct stat dst;
+        const int64_t file_bytes = !cfg.data.empty() && ::stat(cfg.data.c_str(), &dst) == 0 ? (int64_t)dst.st_size : 0;
+        const double need = estimate_run_bytes(cfg, file_bytes), have = (double)physical_memory_bytes();
+        if (have > 0 && need > 0.9 * have)
+            usage_error("this run needs about " + human_bytes(need) + " of memory but this process may use " + human_bytes(have) +
+                            "; lower --train-sequences, --sequence-steps, --test-sequences, --batch or --window (or use a smaller --data file)",
+                        kUsage);
+    }
 
     // ---- data ------------------------------------------------------------------------------------
     if (!cfg.data.empty()) {
-        std::vector<uint8_t> bytes;
-        if (!read_file(cfg.data, bytes, err)) usage_error("--data: " + err, kUsage);
-        if (!dataset_from_safetensors(bytes.data(), bytes.size(), train, err)) usage_error("--data " + cfg.data + ": " + err, kUsage);
+        std::vector<float> buf;
+        size_t nbytes = 0;
+        if (!read_file_floats(cfg.data, buf, &nbytes, err)) usage_error("--data: " + err, kUsage);
+        if (!dataset_from_safetensors(std::move(buf), nbytes, train, err)) usage_error("--data " + cfg.data + ": " + err, kUsage);
         if (train.W != cfg.image_size)
             usage_error("--data " + cfg.data + " has " + std::to_string(train.W) + "x" + std::to_string(train.W) +
                             " images but the model expects image_size " + std::to_string(cfg.image_size) +
@@ -208,7 +280,7 @@ int main(int argc, char ** argv) {
 
     if (!resume) {
         tr.init(cfg, &test);
-        std::remove(log_path.c_str());
+        ::unlink(log_path.c_str());
     } else {
         truncate_log(log_path, tr.step);
     }
@@ -216,14 +288,18 @@ int main(int argc, char ** argv) {
         std::fprintf(stderr, "error: %s\n", err.c_str());
         return 2;
     }
-    std::FILE * log = std::fopen(log_path.c_str(), "a");
+    std::FILE * log = open_append(log_path, err);
     if (!log) {
-        std::fprintf(stderr, "error: cannot open %s: %s\n", log_path.c_str(), std::strerror(errno));
+        std::fprintf(stderr, "error: %s\n", err.c_str());
         return 2;
     }
 
+    // Ctrl-C, kill and a closed terminal save the run and exit 128 + signal; a closed pipe
+    // only silences the progress lines
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
+    std::signal(SIGHUP, on_signal);
+    std::signal(SIGPIPE, SIG_IGN);
     const bool tty = isatty(fileno(stderr));
     using clk = std::chrono::steady_clock;
     const auto t_start = clk::now();
@@ -234,17 +310,17 @@ int main(int argc, char ** argv) {
     int consecutive_bad = 0;
     int rc = 0;
     std::string stop_reason = "done";
-    std::fprintf(stderr, "ekvae_train: %s objective, %d training sequences, batch %d x window %d, %d thread(s), %zu parameters -> %s\n",
+    say("ekvae_train: %s objective, %d training sequences, batch %d x window %d, %d thread(s), %zu parameters -> %s\n",
                  cfg.objective.c_str(), train.N, cfg.batch, cfg.window, cfg.threads, tr.model.ps.numel(), out.c_str());
 
     auto save_checkpoint = [&]() {
         std::string e;
         if (!params_finite(tr.model.ps)) {
-            std::fprintf(stderr, "\nerror: weights hold NaN/Inf; checkpoint not written\n");
+            say("\nerror: weights hold NaN/Inf; checkpoint not written\n");
             return false;
         }
         if (!write_file_atomic(ck_path, tr.checkpoint(), e)) {
-            std::fprintf(stderr, "\nerror: %s\n", e.c_str());
+            say("\nerror: %s\n", e.c_str());
             return false;
         }
         return true;
@@ -253,7 +329,8 @@ int main(int argc, char ** argv) {
     Mat<float> X, U;
     double ema_sps = 0;
     auto t_last = clk::now();
-    while (!g_stop) {
+    auto last_flush = t_start;
+    while (!g_signal) {
         const double elapsed = std::chrono::duration<double>(clk::now() - t_start).count();
         if (tr.step >= target || elapsed >= budget_s) break;
         sample_batch(train, cfg.batch, cfg.window, tr.rng, X, U);
@@ -272,16 +349,16 @@ int main(int argc, char ** argv) {
             json sj = {{"step", tr.step}, {"start_done", st.start}, {"heldout", {{"D", r7(st.start_D)}, {"R", r7(st.start_R)}, {"score", r7(st.start_score)}}}};
             if (st.chosen >= 0) sj["chosen"] = st.chosen;
             std::fprintf(log, "%s\n", sj.dump().c_str());
-            std::fprintf(stderr, "%sstart %d of %d ended at step %lld: held-out D %.3f R %.3f, score %.4f%s\n", tty ? "\n" : "",
+            say("%sstart %d of %d ended at step %lld: held-out D %.3f R %.3f, score %.4f%s\n", tty ? "\n" : "",
                          st.start + 1, cfg.restarts, (long long)tr.step, st.start_D, st.start_R, st.start_score,
                          st.chosen >= 0 ? (" -> continuing start " + std::to_string(st.chosen + 1)).c_str() : "");
         }
         if (!st.ok) {
             consecutive_bad++;
-            std::fprintf(stderr, "%sstep %lld rejected: %s\n", tty ? "\n" : "", (long long)tr.step, st.error.c_str());
+            say("%sstep %lld rejected: %s\n", tty ? "\n" : "", (long long)tr.step, st.error.c_str());
             if (consecutive_bad >= 20) {
                 stop_reason = "diverged";
-                std::fprintf(stderr, "error: 20 consecutive non-finite steps: training diverged; the last good weights are kept. "
+                say("error: 20 consecutive non-finite steps: training diverged; the last good weights are kept. "
                                      "Lower --lr (now %g) or --clip-norm and --resume.\n", cfg.lr);
                 rc = 1;
                 break;
@@ -296,8 +373,9 @@ int main(int argc, char ** argv) {
                        {"probe", {{"r2_cos", r7(p.r2_cos)}, {"r2_sin", r7(p.r2_sin)}, {"r2_omega", r7(p.r2_omega)},
                                   {"r2knn_cos", r7(p.r2knn_cos)}, {"r2knn_sin", r7(p.r2knn_sin)}, {"r2knn_omega", r7(p.r2knn_omega)},
                                   {"angle_err_10", r7(p.angle_err_10)}, {"angle_err_32", r7(p.angle_err_32)}}}};
+            if (cfg.restarts > 1) pj["start"] = tr.choosing() ? tr.start : tr.best_start; // the model probed
             std::fprintf(log, "%s\n", pj.dump().c_str());
-            std::fprintf(stderr, "%sprobe at step %lld: r2 cos %.3f sin %.3f omega %.3f (k-NN omega %.3f), angle error %.3f @10 %.3f @32\n",
+            say("%sprobe at step %lld: r2 cos %.3f sin %.3f omega %.3f (k-NN omega %.3f), angle error %.3f @10 %.3f @32\n",
                          tty ? "\n" : "", (long long)tr.step, p.r2_cos, p.r2_sin, p.r2_omega, p.r2knn_omega, p.angle_err_10, p.angle_err_32);
         }
         const double done_steps = (double)(tr.step - step0);
@@ -306,11 +384,15 @@ int main(int argc, char ** argv) {
         if (tty) {
             const double frac = target != INT64_MAX ? done_steps / (double)(target - step0) : elapsed / budget_s;
             const int w = 24, filled = (int)(std::clamp(frac, 0.0, 1.0) * w);
-            std::fprintf(stderr, "\r[%.*s%*s] step %lld  D %.3f  R %.3f  lambda %.3g  %.1f steps/s  ETA %s   ", filled,
+            say("\r[%.*s%*s] step %lld  D %.3f  R %.3f  lambda %.3g  %.1f steps/s  ETA %s   ", filled,
                          "########################", w - filled, "", (long long)tr.step, st.D, st.R, st.lambda, ema_sps, fmt_time(eta).c_str());
         } else if (tr.step % cfg.log_every == 0) {
-            std::fprintf(stderr, "step %lld  D %.3f  R %.3f  elbo %.3f  lambda %.4g  %.1f steps/s  elapsed %s  ETA %s\n", (long long)tr.step,
+            say("step %lld  D %.3f  R %.3f  elbo %.3f  lambda %.4g  %.1f steps/s  elapsed %s  ETA %s\n", (long long)tr.step,
                          st.D, st.R, st.elbo, st.lambda, ema_sps, fmt_time(elapsed).c_str(), fmt_time(eta).c_str());
+        }
+        if (std::chrono::duration<double>(now - last_flush).count() > 2.0) { // the log is on disk within seconds
+            std::fflush(log);
+            last_flush = now;
         }
         if (std::chrono::duration<double>(now - last_ck).count() > cfg.checkpoint_minutes * 60) {
             std::fflush(log);
@@ -320,23 +402,28 @@ int main(int argc, char ** argv) {
     }
     std::fflush(log);
     std::fclose(log);
-    if (tty) std::fprintf(stderr, "\n");
-    if (g_stop) {
-        stop_reason = "interrupted";
-        rc = 130;
+    if (tty) say("\n");
+    if (g_signal) {
+        stop_reason = g_signal == SIGHUP ? "hung up" : g_signal == SIGTERM ? "terminated" : "interrupted";
+        rc = 128 + g_signal;
     }
+    if (tr.choosing())
+        say("note: stopped while choosing among starts (start %d of %d); --resume continues the choice\n", tr.start + 1, cfg.restarts);
     // the read-out z -> (cos, sin, omega) from the training data, then the model file
     fit_readout(tr.model, train, 200);
     if (!save_checkpoint()) return 1;
     SafeTensors st;
     ekvae_to_safetensors(tr.model, st);
     if (!write_file_atomic(model_path, safetensors_serialize(st), err)) {
-        std::fprintf(stderr, "error: %s\n", err.c_str());
+        say("error: %s\n", err.c_str());
         return 1;
     }
     const double elapsed = std::chrono::duration<double>(clk::now() - t_start).count();
-    std::fprintf(stderr, "%s at step %lld after %s (%lld rejected steps): wrote %s and %s%s\n", stop_reason.c_str(), (long long)tr.step,
-                 fmt_time(elapsed).c_str(), (long long)tr.rejected, model_path.c_str(), ck_path.c_str(),
-                 rc == 130 ? "; continue with --resume" : "");
+    say("%s at step %lld after %s (%lld rejected steps): wrote %s and %s%s\n", stop_reason.c_str(), (long long)tr.step,
+        fmt_time(elapsed).c_str(), (long long)tr.rejected, model_path.c_str(), ck_path.c_str(),
+        rc > 128 ? "; continue with --resume" : "");
+    ::close(lock_fd);
     return rc;
 }
+
+int main(int argc, char ** argv) { return cli_main(argc, argv, run); }

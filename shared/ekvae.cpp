@@ -51,7 +51,7 @@ struct Field {
 
 const std::vector<Field> & fields() {
     static const std::vector<Field> f = {
-        F_INT(image_size, 4, kMaxImageSize), F_INT(n_a, 1, 16), F_INT(n_z, 1, 16), F_INT(n_u, 1, 16), F_INT(K, 1, 256),
+        F_INT(image_size, kMinImageSize, kMaxImageSize), F_INT(n_a, 1, 16), F_INT(n_z, 1, 16), F_INT(n_u, 1, 16), F_INT(K, 1, 256),
         F_LST(enc_hidden, 1, 4096), F_LST(dec_hidden, 1, 4096), F_LST(alpha_hidden, 1, 4096),
         F_DBL(q_min, 1e-8, 1), F_DBL(r_min, 1e-8, 1), F_DBL(jitter, 0, 1e-1), F_DBL(init_scale_A, 0, 1),
         F_INT(train_sequences, 1, 1000000), F_INT(train_seed, 0, 2147483647), F_INT(test_sequences, 2, 1000000),
@@ -59,7 +59,7 @@ const std::vector<Field> & fields() {
         F_STR(objective), F_INT(batch, 1, 4096), F_INT(window, 2, 100000), F_DBL(lr, 1e-9, 10), F_DBL(clip_norm, 0, 1e12),
         F_INT(seed, 0, 2147483647), F_INT(train_steps, 0, 2000000000), F_DBL(train_minutes, 0, 1e6), F_INT(threads, 1, 256),
         F_DBL(checkpoint_minutes, 0.01, 1e6), F_INT(log_every, 1, 1000000000), F_INT(eval_every, 0, 1000000000),
-        F_DBL(D0, -1e9, 1e9), F_DBL(lambda_init, 0, 1e9), F_DBL(lambda_min, 0, 1e9), F_DBL(lambda_max, 0, 1e9),
+        F_DBL(D0, 1e-6, 1e9), F_DBL(lambda_init, 1e-9, 1e9), F_DBL(lambda_min, 1e-9, 1e9), F_DBL(lambda_max, 0, 1e9),
         F_DBL(lambda_rate, 0, 1e3), F_DBL(lambda_max_step, 0, 10), F_DBL(lambda_ma, 0, 0.999999),
         F_INT(restarts, 1, 64), F_INT(restart_steps, 1, 1000000000), F_INT(lr_decay_start, 0, 2000000000),
         F_INT(lr_decay_end, 0, 2000000000), F_DBL(lr_final, 0, 1),
@@ -82,6 +82,26 @@ std::string range_string(const Field & f) {
     char buf[96];
     std::snprintf(buf, sizeof buf, "[%g, %g]", f.lo, f.hi);
     return buf;
+}
+
+bool utf8_valid(const std::string & s) {
+    const unsigned char * p = (const unsigned char *)s.data();
+    const size_t n = s.size();
+    for (size_t i = 0; i < n;) {
+        const unsigned c = p[i];
+        int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (len == 0 || i + len > n) return false;
+        uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
+        for (int k = 1; k < len; k++) {
+            if ((p[i + k] >> 6) != 2) return false;
+            cp = (cp << 6) | (p[i + k] & 0x3F);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += len;
+    }
+    return true;
 }
 
 bool set_from_json(EkvaeConfig & cfg, const Field & f, const json & v, std::string & err) {
@@ -116,6 +136,11 @@ bool set_from_json(EkvaeConfig & cfg, const Field & f, const json & v, std::stri
     case Kind::String:
         if (!v.is_string()) {
             err = "config key '" + name + "' must be a string";
+            return false;
+        }
+        if (!utf8_valid(v.get<std::string>())) { // it is written back into JSON (config.json, model files)
+            err = "config key '" + name + "' is not valid UTF-8 text" +
+                  (name == "data" ? " (rename the file, or link it under a UTF-8 name)" : "");
             return false;
         }
         cfg.*f.s = v.get<std::string>();
@@ -164,10 +189,34 @@ std::string config_to_json(const EkvaeConfig & cfg, int indent) {
     return j.dump(indent);
 }
 
+bool config_json_items(const std::string & text, std::vector<std::pair<std::string, std::string>> & items, std::string & err) {
+    json j;
+    if (!json_parse_strict(text.data(), text.size(), j, err)) return false;
+    if (!j.is_object()) {
+        err = "a config is a JSON object of keys and values, e.g. {\"lr\": 0.001}";
+        return false;
+    }
+    items.clear();
+    for (auto it = j.begin(); it != j.end(); ++it) {
+        const Field * f = find_field(it.key());
+        if (!f) {
+            err = "unknown config key '" + it.key() + "'";
+            return false;
+        }
+        if (f->kind == Kind::String && !it.value().is_string()) {
+            err = "config key '" + it.key() + "' must be a string";
+            return false;
+        }
+        items.push_back({it.key(), f->kind == Kind::String ? it.value().get<std::string>() : it.value().dump()});
+    }
+    return true;
+}
+
 bool config_from_json(const std::string & text, EkvaeConfig & cfg, std::string & err) {
-    json j = json::parse(text, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) {
-        err = "config is not a JSON object";
+    json j;
+    if (!json_parse_strict(text.data(), text.size(), j, err)) return false;
+    if (!j.is_object()) {
+        err = "a config is a JSON object of keys and values, e.g. {\"lr\": 0.001}";
         return false;
     }
     EkvaeConfig c = cfg;
@@ -204,6 +253,10 @@ bool config_set(EkvaeConfig & cfg, const std::string & key, const std::string & 
 }
 
 bool config_validate(const EkvaeConfig & c, std::string & err) {
+    if (c.n_u != 1) {
+        err = "n_u = " + std::to_string(c.n_u) + ": the pendulum world has one torque, so n_u must be 1";
+        return false;
+    }
     if (c.objective != "constrained" && c.objective != "elbo") {
         err = "objective must be 'constrained' or 'elbo', not '" + c.objective + "'";
         return false;
@@ -230,6 +283,11 @@ bool config_validate(const EkvaeConfig & c, std::string & err) {
     }
     if (c.lambda_rule == "authors" && (c.lambda_warmup != "none" || c.lambda_scale != "none")) {
         err = "lambda_rule 'authors' has its own warm-up and loss scale: leave lambda_warmup and lambda_scale at 'none'";
+        return false;
+    }
+    if (c.restarts > 1 && c.train_steps > 0 && (int64_t)c.train_steps <= (int64_t)c.restarts * c.restart_steps) {
+        err = "train_steps (" + std::to_string(c.train_steps) + ") must be more than restarts x restart_steps (" +
+              std::to_string(c.restarts) + " x " + std::to_string(c.restart_steps) + "): the starts are part of the run's steps; for a short run pass --restarts 1";
         return false;
     }
     if (c.lr_decay_end != 0 && c.lr_decay_end <= c.lr_decay_start) {
@@ -354,9 +412,15 @@ template <class T> bool ekvae_from_safetensors(const SafeTensors & st, Ekvae<T> 
         return false;
     }
     auto ver = st.metadata.find("version");
-    if (ver == st.metadata.end() || ver->second != std::to_string(kModelVersion)) {
+    if (ver == st.metadata.end() || (ver->second != "1" && ver->second != std::to_string(kModelVersion))) {
         err = "model file version '" + (ver == st.metadata.end() ? std::string("?") : ver->second) +
-              "' is not supported (this build reads version " + std::to_string(kModelVersion) + ")";
+              "' is not supported (this build reads versions 1 to " + std::to_string(kModelVersion) + ")";
+        return false;
+    }
+    // from version 2 on every file carries a checksum (safetensors_parse has verified it)
+    if (ver->second != "1" && !st.metadata.count(kChecksumKey)) {
+        err = "model file has no checksum in its metadata (key '" + std::string(kChecksumKey) +
+              "'): it was edited or written by another tool; save it again with ekvae_train";
         return false;
     }
     auto c = st.metadata.find("config");
@@ -974,7 +1038,7 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
     st.elbo = -(st.D + st.R);
     const bool elbo = cfg.objective == "elbo";
     st.lambda = elbo ? 1.0 : lam.lambda; // the ELBO is the Lagrangian at lambda = 1
-    st.start = start;
+    st.start = start;           // (end_start below may move on to the next start)
     if (!st.error.empty() || !std::isfinite(st.loss)) {
         if (st.error.empty()) st.error = "non-finite loss";
         st.ok = false;
@@ -999,6 +1063,7 @@ StepStats Trainer::train_step(const Mat<float> & X, const Mat<float> & U) {
     st.D_ma = lam.D_ma;
     step++;
     if (choosing() && step == (int64_t)(start + 1) * cfg.restart_steps) end_start(st);
+    else if (cfg.restarts > 1 && !choosing()) st.start = best_start;
     return st;
 }
 
@@ -1111,6 +1176,7 @@ bool Trainer::restore_impl(const uint8_t * data, size_t size, std::string & err,
         best_state = best;
     } else {
         cfg = m.cfg;
+        ekvae_init(model, cfg, 0);
         replicas.clear();
         tapes.clear();
     }
@@ -1314,6 +1380,58 @@ std::string metrics_to_json(const EvalMetrics & e, int indent) {
     j["rate"] = e.rate;
     j["sequences"] = e.sequences;
     return j.dump(indent);
+}
+
+std::string metrics_nonfinite(const EvalMetrics & e) {
+    const std::pair<const char *, double> scalars[] = {{"r2.cos", e.r2_cos}, {"r2.sin", e.r2_sin}, {"r2.omega", e.r2_omega},
+                                                       {"r2_knn.cos", e.r2knn_cos}, {"r2_knn.sin", e.r2knn_sin}, {"r2_knn.omega", e.r2knn_omega},
+                                                       {"elbo", e.elbo}, {"distortion", e.distortion}, {"rate", e.rate}};
+    for (const auto & [name, v] : scalars)
+        if (!std::isfinite(v)) return name;
+    const std::pair<const char *, const std::vector<double> *> curves[] = {{"forecast_mse", &e.mse_curve}, {"forecast_angle_err", &e.angle_err_curve}};
+    for (const auto & [name, v] : curves)
+        for (size_t k = 0; k < v->size(); k++)
+            if (!std::isfinite((*v)[k])) return std::string(name) + " at horizon " + std::to_string(k + 1);
+    return "";
+}
+
+bool ekvae_check_outputs(Ekvae<float> & m, std::string & err) {
+    DatasetConfig dc;
+    dc.sequences = 2;
+    dc.steps = 24;
+    dc.image_size = m.cfg.image_size;
+    dc.seed = 12345;
+    const Dataset d = generate_dataset(dc);
+    Tape<float> t;
+    Mat<float> X, U, zs, Ps, imgs;
+    Posterior<float> post;
+    sequences_batch(d, 0, 2, 0, d.T, X, U);
+    infer_sequences(t, m, X, U, 2, d.T, true, post);
+    auto bad = [&](const char * what, const Mat<float> & x) {
+        if (x.allFinite()) return false;
+        err = std::string("the model's ") + what + " is not finite on a test sequence: its weights are unusable (retrain it, or "
+              "take an earlier checkpoint)";
+        return true;
+    };
+    for (int k = 0; k < d.T; k++)
+        if (bad("filtered state", post.m[k]) || bad("filtered covariance", post.P[k]) || bad("smoothed state", post.ms[k])) return false;
+    Mat<float> Uf = U.rightCols(2 * 8);
+    forecast(t, m, post.m[d.T - 1], post.P[d.T - 1], Uf, zs, Ps, &imgs);
+    if (bad("forecast state", zs) || bad("forecast covariance", Ps) || bad("decoded forecast image", imgs)) return false;
+    const HeldOut h = heldout_objective(m, d, 2);
+    if (!std::isfinite(h.D) || !std::isfinite(h.R)) {
+        err = std::string("the model's objective (") + (std::isfinite(h.D) ? "rate" : "distortion") +
+              ") is not finite on a test sequence: its weights are unusable (retrain it, or take an earlier checkpoint)";
+        return false;
+    }
+    if (m.has_readout) {
+        const Readout r = readout(m, post.m[d.T - 1], post.P[d.T - 1], 0);
+        if (!std::isfinite(r.theta + r.omega + r.sigma_theta + r.sigma_omega)) {
+            err = "the model's read-out (angle and velocity) is not finite on a test sequence: the file is unusable";
+            return false;
+        }
+    }
+    return true;
 }
 
 // ---- explicit instantiations ------------------------------------------------------------------

@@ -35,7 +35,7 @@
 namespace ekvae {
 
 constexpr const char * kModelFormat = "ekvae-model";
-constexpr int kModelVersion = 1;
+constexpr int kModelVersion = 2; // 2: a checksum in the metadata (version 1 files, without one, still load)
 
 // Every setting of a model and its training run. One flat set of keys, so each one can be
 // set from a JSON config file or a command-line flag of the same name (dashes for underscores).
@@ -67,18 +67,18 @@ struct EkvaeConfig {
     double lr = 1e-3;
     double clip_norm = 100.0;
     int seed = 0;
-    int train_steps = 0;       // 0 = until train_minutes
-    double train_minutes = 15;
+    int train_steps = 30000;   // 0 = until train_minutes (counts the starts' steps too)
+    double train_minutes = 0;
     int threads = 2;
     double checkpoint_minutes = 2;
     int log_every = 50;        // terminal lines when not a TTY; the JSONL log gets every step
     int eval_every = 1000;     // steps between r2 probes on held-out data during training
     // training schedule (see Trainer); steps count every step of the run, starts included
-    int restarts = 1;          // short starts from different initialisations; the one with the best
+    int restarts = 8;          // short starts from different initialisations; the one with the best
                                // held-out objective (never the true states) is continued
-    int restart_steps = 2000;  // steps of each start
-    int lr_decay_start = 0;    // the learning rate is constant up to this step, then falls along a
-    int lr_decay_end = 0;      // cosine to lr * lr_final at this step (0 = constant throughout)
+    int restart_steps = 1500;  // steps of each start
+    int lr_decay_start = 22000; // the learning rate is constant up to this step, then falls along a
+    int lr_decay_end = 30000;   // cosine to lr * lr_final at this step (0 = constant throughout)
     double lr_final = 0.1;
     // constrained optimisation (see LambdaState)
     double D0 = 10.0;          // distortion bound, nats per frame
@@ -99,6 +99,9 @@ struct EkvaeConfig {
 // returns false and sets err for an unknown key, a wrong type or a value out of range.
 std::string config_to_json(const EkvaeConfig & cfg, int indent = 2);
 bool config_from_json(const std::string & text, EkvaeConfig & cfg, std::string & err);
+// The keys and values of a config file as config_set takes them (strings raw, other values
+// as JSON text), checked for syntax, duplicate and unknown keys but not applied.
+bool config_json_items(const std::string & text, std::vector<std::pair<std::string, std::string>> & items, std::string & err);
 bool config_set(EkvaeConfig & cfg, const std::string & key, const std::string & value, std::string & err);
 bool config_validate(const EkvaeConfig & cfg, std::string & err);
 std::vector<std::string> config_keys();
@@ -230,7 +233,8 @@ template <class T> Readout readout(const Ekvae<T> & m, const Mat<T> & z, const M
 // Dbar with decay 0.99; loss = D alone until Dbar first meets D0, then D + R / lambda; every
 // 100 steps lambda <- lambda * clip(exp(rate f (Dbar - D0)), 0.9, 1.05) with f = 1 while the
 // constraint is violated and f = -tanh(100 (1/lambda - 1)) once it holds (lambda is driven
-// back toward 1, the ELBO, instead of falling below it).
+// back toward 1, the ELBO, instead of falling far below it: the clipped factors make it circle
+// within about 10% of 1).
 struct LambdaState {
     double lambda = 1.0;
     double D_ma = 0.0;
@@ -331,6 +335,12 @@ void evaluate(Ekvae<float> & m, const Dataset & d, EvalMetrics & out, bool fit_r
 // Fits the linear read-out z -> (cos, sin, omega) by least squares on smoothed means.
 void fit_readout(Ekvae<float> & m, const Dataset & d, int max_sequences = 200);
 std::string metrics_to_json(const EvalMetrics & e, int indent = 2);
+// The name of the first non-finite metric ("r2.omega", "elbo", ...), or "" when all are finite.
+std::string metrics_nonfinite(const EvalMetrics & e);
+// Runs a loaded model on two short rendered sequences (filter, smoother, forecast, decoder,
+// objective) and checks every output is finite: weights that are finite but huge pass the
+// loader and produce NaN here. Returns false and sets err naming the first non-finite output.
+bool ekvae_check_outputs(Ekvae<float> & m, std::string & err);
 
 // Least squares with intercept from Z [N, p] onto y [N] (fit rows), R^2 on the test rows.
 double r2_linear(const Eigen::MatrixXd & Zfit, const Eigen::VectorXd & yfit, const Eigen::MatrixXd & Ztest, const Eigen::VectorXd & ytest);

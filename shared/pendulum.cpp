@@ -193,8 +193,8 @@ bool validate_dataset_config(const DatasetConfig & cfg, std::string & err) {
               "): pass a positive count, e.g. --steps 64";
         return false;
     }
-    if (cfg.image_size <= 0 || cfg.image_size > kMaxImageSize) {
-        err = "--image-size must be between 1 and " + std::to_string(kMaxImageSize) + " (got " +
+    if (cfg.image_size < kMinImageSize || cfg.image_size > kMaxImageSize) {
+        err = "--image-size must be between " + std::to_string(kMinImageSize) + " and " + std::to_string(kMaxImageSize) + " (got " +
               std::to_string(cfg.image_size) + "): e.g. --image-size 16";
         return false;
     }
@@ -282,8 +282,19 @@ std::vector<uint8_t> dataset_to_safetensors(const Dataset & d) {
 }
 
 bool dataset_from_safetensors(const uint8_t * data, size_t size, Dataset & out, std::string & err) {
+    std::vector<float> file((size + 3) / 4);
+    if (size) std::memcpy(file.data(), data, size);
+    return dataset_from_safetensors(std::move(file), size, out, err);
+}
+
+bool dataset_from_safetensors(std::vector<float> && file, size_t size, Dataset & out, std::string & err) {
+    if (size > file.size() * sizeof(float)) {
+        err = "internal error: dataset buffer smaller than its size";
+        return false;
+    }
+    const uint8_t * data = reinterpret_cast<const uint8_t *>(file.data());
     SafeTensors st;
-    if (!safetensors_parse(data, size, st, err)) return false;
+    if (!safetensors_parse(data, size, st, err, false)) return false;
 
     auto meta = st.metadata;
     if (meta.count("format") && meta["format"] != "ekvae-dataset") {
@@ -309,11 +320,11 @@ bool dataset_from_safetensors(const uint8_t * data, size_t size, Dataset & out, 
               std::to_string(images->shape[3]) + ")";
         return false;
     }
-    if (N <= 0 || T <= 0 || W <= 0 || N > std::numeric_limits<int>::max() ||
+    if (N <= 0 || T <= 0 || W < kMinImageSize || N > std::numeric_limits<int>::max() ||
         T > std::numeric_limits<int>::max() || W > kMaxImageSize) {
         err = "tensor 'images': unusable shape [" + std::to_string(N) + ", " + std::to_string(T) +
-              ", " + std::to_string(W) + ", " + std::to_string(W) +
-              "] (need N, T >= 1 and 1 <= W <= " + std::to_string(kMaxImageSize) + ")";
+              ", " + std::to_string(W) + ", " + std::to_string(W) + "] (need N, T >= 1 and " + std::to_string(kMinImageSize) +
+              " <= W <= " + std::to_string(kMaxImageSize) + "; regenerate it with ekvae_data --image-size 16)";
         return false;
     }
     const Tensor * actions = st.require("actions", "F32", {N, T, 1}, err);
@@ -325,9 +336,23 @@ bool dataset_from_safetensors(const uint8_t * data, size_t size, Dataset & out, 
     d.N = (int)N;
     d.T = (int)T;
     d.W = (int)W;
-    d.images = images->to_f32();
-    d.actions = actions->to_f32();
-    d.states = states->to_f32();
+    auto floats = [&](const Tensor * t) {
+        std::vector<float> v((size_t)t->numel());
+        std::memcpy(v.data(), data + t->file_offset, v.size() * sizeof(float));
+        return v;
+    };
+    d.actions = floats(actions);
+    d.states = floats(states);
+    // the images move to the front of the file's own buffer (no second copy of them)
+    const size_t ni = (size_t)images->numel();
+    if (images->file_offset % sizeof(float) == 0) {
+        std::memmove(file.data(), file.data() + images->file_offset / sizeof(float), ni * sizeof(float));
+        file.resize(ni);
+        d.images = std::move(file);
+    } else {
+        d.images = floats(images);
+        file = std::vector<float>();
+    }
     for (size_t i = 0; i < d.images.size(); i++) {
         float v = d.images[i];
         if (!(v >= 0.0f && v <= 1.0f)) { // also false for NaN
@@ -367,6 +392,25 @@ bool dataset_from_safetensors(const uint8_t * data, size_t size, Dataset & out, 
         if (meta.count(size_keys[k]) && meta[size_keys[k]] != std::to_string(sizes[k])) {
             err = std::string("metadata '") + size_keys[k] + "' = '" + meta[size_keys[k]] +
                   "' disagrees with the tensor shapes (" + std::to_string(sizes[k]) + ")";
+            return false;
+        }
+    }
+    // values far outside the declared ranges (see kDataRangeFactor)
+    const double umax = kDataRangeFactor * std::max(c.world.max_torque, 1e-3), wmax = kDataRangeFactor * c.world.max_speed,
+                 thmax = kDataRangeFactor * 3.14159265358979323846;
+    for (size_t i = 0; i < d.actions.size(); i++)
+        if (std::fabs(d.actions[i]) > umax) {
+            err = "tensor 'actions': value " + std::to_string(d.actions[i]) + " at index " + std::to_string(i) +
+                  " is far outside the declared torque range +-" + std::to_string(c.world.max_torque) + " (at most " +
+                  std::to_string(umax) + " is accepted); fix the data or declare its range in the metadata key 'max_torque'";
+            return false;
+        }
+    for (size_t i = 0; i < d.states.size(); i++) {
+        const double lim = i % 2 == 0 ? thmax : wmax;
+        if (std::fabs(d.states[i]) > lim) {
+            err = std::string("tensor 'states': ") + (i % 2 == 0 ? "angle " : "angular velocity ") + std::to_string(d.states[i]) +
+                  " at index " + std::to_string(i) + " is far outside the declared range (at most " + std::to_string(lim) +
+                  " is accepted; velocities are declared by the metadata key 'max_speed')";
             return false;
         }
     }

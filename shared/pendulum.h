@@ -77,6 +77,11 @@ struct Dataset {
 // Limits refused by validate_dataset_config (and so by ekvae_data and ekvae_train).
 constexpr uint64_t kMaxDatasetBytes = 4ull << 30; // 4 GiB of tensor data
 constexpr int kMaxImageSize = 256;
+constexpr int kMinImageSize = 4;    // smaller frames cannot show the rod's direction
+// Loaded data must stay within this factor of the declared world ranges (metadata max_torque
+// and max_speed, gym's 2 and 8 by default): |u| <= 10 max_torque, |omega| <= 10 max_speed,
+// |theta| <= 10 pi. Values far outside are a broken or foreign file, not a harder pendulum.
+constexpr double kDataRangeFactor = 10.0;
 
 // Checks N, T, W > 0 and the total size against the limits. Returns false and sets err
 // (naming the problem and a fix) when the config is unusable.
@@ -92,5 +97,9 @@ std::vector<uint8_t> dataset_to_safetensors(const Dataset & d);
 // Returns false and sets err when the bytes are not a valid ekvae dataset (missing tensor,
 // wrong dtype, inconsistent shapes, values out of range, malformed file).
 bool dataset_from_safetensors(const uint8_t * data, size_t size, Dataset & out, std::string & err);
+// The same from a file read into float storage (nbytes of it used): the images are moved
+// into place inside that buffer, so the peak memory is about the file's size, not three
+// times it. file is consumed.
+bool dataset_from_safetensors(std::vector<float> && file, size_t nbytes, Dataset & out, std::string & err);
 
 } // namespace ekvae

@@ -8,7 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <stdexcept>
 #include <limits>
 
 // The raw tensor bytes are copied as they are, so the host must be little-endian (x86, ARM,
@@ -245,7 +247,86 @@ const Tensor * SafeTensors::require(const std::string & name, const std::string 
     return t;
 }
 
-bool safetensors_parse(const uint8_t * data, size_t size, SafeTensors & out, std::string & err) {
+bool json_parse_strict(const char * text, size_t n, json & out, std::string & err) {
+    std::vector<std::vector<std::string>> keys; // the keys seen in each open object
+    std::string dup;
+    json::parser_callback_t cb = [&](int, json::parse_event_t ev, json & parsed) {
+        if (ev == json::parse_event_t::object_start) keys.emplace_back();
+        else if (ev == json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
+        else if (ev == json::parse_event_t::key && !keys.empty()) {
+            const std::string k = parsed.get<std::string>();
+            for (const std::string & seen : keys.back())
+                if (seen == k) {
+                    dup = k;
+                    throw std::runtime_error("duplicate key");
+                }
+            keys.back().push_back(k);
+        }
+        return true;
+    };
+    try {
+        out = json::parse(text, text + n, cb, true);
+    } catch (const json::parse_error & e) {
+        std::string w = e.what(); // "[json.exception.parse_error.101] parse error at line 1, column 5: ..."
+        const size_t at = w.find("parse error");
+        err = "malformed JSON: " + (at == std::string::npos ? w : w.substr(at));
+        return false;
+    } catch (const std::exception & e) {
+        err = dup.empty() ? std::string("malformed JSON: ") + e.what() : "duplicate key '" + dup + "' in a JSON object (give each key once)";
+        return false;
+    }
+    return true;
+}
+
+namespace {
+// 64-bit hash, 8 bytes per round (a multiply-xorshift mix; not cryptographic: it catches
+// corruption and accidental edits, not forgery).
+struct Hash64 {
+    uint64_t h = 0x9E3779B97F4A7C15ULL;
+    void mix(uint64_t w) {
+        h ^= w + 0x632BE59BD9B4E019ULL;
+        h *= 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 32;
+    }
+    void bytes(const uint8_t * p, size_t n) {
+        mix(n);
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            uint64_t w;
+            std::memcpy(&w, p + i, 8);
+            mix(w);
+        }
+        uint64_t w = 0;
+        for (size_t k = 0; i < n; i++, k++) w |= (uint64_t)p[i] << (8 * k);
+        mix(w);
+    }
+    void str(const std::string & s) { bytes((const uint8_t *)s.data(), s.size()); }
+};
+} // namespace
+
+namespace {
+std::string content_hash(const std::map<std::string, std::string> & metadata, const std::map<std::string, Tensor> & tensors,
+                         const uint8_t * file) {
+    Hash64 h;
+    for (const auto & [k, v] : metadata)
+        if (k != kChecksumKey) { h.str(k); h.str(v); }
+    for (const auto & [name, t] : tensors) {
+        h.str(name);
+        h.str(t.dtype);
+        for (int64_t d : t.shape) h.mix((uint64_t)d);
+        const size_t n = (size_t)(t.numel() * safetensors_dtype_size(t.dtype));
+        if (!t.data.empty() || !file) h.bytes(t.data.data(), t.data.size());
+        else h.bytes(file + t.file_offset, n);
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "h64:%016llx", (unsigned long long)h.h);
+    return buf;
+}
+} // namespace
+
+std::string safetensors_checksum(const SafeTensors & st, const uint8_t * file) { return content_hash(st.metadata, st.tensors, file); }
+
+bool safetensors_parse(const uint8_t * data, size_t size, SafeTensors & out, std::string & err, bool copy_data) {
     out = SafeTensors();
     // 8-byte little-endian header length n
     if (data == nullptr || size < 8) {
@@ -275,9 +356,9 @@ bool safetensors_parse(const uint8_t * data, size_t size, SafeTensors & out, std
         err = "malformed header: " + what;
         return false;
     }
-    json h = json::parse(header, header + n, nullptr, false);
-    if (h.is_discarded()) {
-        err = "malformed JSON in header";
+    json h;
+    if (!json_parse_strict(header, n, h, what)) {
+        err = "header: " + what;
         return false;
     }
     if (!h.is_object()) {
@@ -336,22 +417,39 @@ bool safetensors_parse(const uint8_t * data, size_t size, SafeTensors & out, std
         Tensor t;
         t.dtype = e.dtype;
         t.shape = e.shape;
-        t.data.assign(body + e.begin, body + e.end);
+        t.file_offset = 8 + n + (uint64_t)e.begin;
+        if (copy_data) t.data.assign(body + e.begin, body + e.end);
         out.tensors[e.name] = std::move(t);
+    }
+    auto ck = out.metadata.find(kChecksumKey);
+    if (ck != out.metadata.end() && ck->second != safetensors_checksum(out, data)) {
+        err = "checksum mismatch: the file was changed or damaged after it was written (metadata '" +
+              std::string(kChecksumKey) + "' is " + ck->second + ", the content hashes to " + safetensors_checksum(out, data) + ")";
+        out = SafeTensors();
+        return false;
     }
     return true;
 }
 
-std::vector<uint8_t> safetensors_serialize(const SafeTensors & st) {
+std::vector<uint8_t> safetensors_serialize(const SafeTensors & in) {
+    // metadata strings as a reader will see them (invalid UTF-8 replaced), then the checksum
+    SafeTensors st;
+    for (const auto & kv : in.metadata) {
+        if (kv.first == kChecksumKey) continue;
+        auto clean = [](const std::string & x) { return json::parse(json(x).dump(-1, ' ', false, json::error_handler_t::replace)).get<std::string>(); };
+        st.metadata[clean(kv.first)] = clean(kv.second);
+    }
+    st.metadata[kChecksumKey] = content_hash(st.metadata, in.tensors, nullptr);
     // header: tensors in name order (std::map), data contiguous in that order
     json h = json::object();
-    if (!st.metadata.empty()) {
+    {
         json m = json::object();
         for (const auto & kv : st.metadata) m[kv.first] = kv.second;
         h["__metadata__"] = m;
     }
+    const SafeTensors & src = in;
     uint64_t offset = 0;
-    for (const auto & kv : st.tensors) {
+    for (const auto & kv : src.tensors) {
         const Tensor & t = kv.second;
         json e = json::object();
         e["dtype"] = t.dtype;
@@ -369,7 +467,7 @@ std::vector<uint8_t> safetensors_serialize(const SafeTensors & st) {
     const uint64_t n = text.size();
     for (int i = 0; i < 8; i++) out.push_back((uint8_t)(n >> (8 * i)));
     out.insert(out.end(), text.begin(), text.end());
-    for (const auto & kv : st.tensors) out.insert(out.end(), kv.second.data.begin(), kv.second.data.end());
+    for (const auto & kv : src.tensors) out.insert(out.end(), kv.second.data.begin(), kv.second.data.end());
     return out;
 }
 

@@ -7,6 +7,8 @@
 // NumPy and PyTorch users open these files directly. One reader/writer serves datasets,
 // model weights and checkpoints. The core never touches the file system: callers pass bytes.
 #pragma once
+#include <nlohmann/json_fwd.hpp>
+
 #include <cstdint>
 #include <map>
 #include <string>
@@ -23,6 +25,8 @@ struct Tensor {
     std::string dtype;            // "F32", "F64", "I64", "I32", "U64", "U8", ...
     std::vector<int64_t> shape;
     std::vector<uint8_t> data;    // raw little-endian bytes, size = numel * dtype size
+    uint64_t file_offset = 0;     // where the bytes start in the parsed file (data is empty when
+                                  // the file was parsed without copying, see safetensors_parse)
 
     int64_t numel() const;
     // Convenience for the common case. The tensor must be F32 (F64 is converted).
@@ -49,10 +53,24 @@ struct SafeTensors {
 
 // Parses a whole file held in memory. Never reads outside [data, data + size). Returns false
 // and sets err naming the problem (truncated file, header longer than the file, malformed
-// JSON, unknown dtype, offsets out of range or overlapping, shape/offset mismatch, limits).
-bool safetensors_parse(const uint8_t * data, size_t size, SafeTensors & out, std::string & err);
+// JSON, duplicate keys, unknown dtype, offsets out of range or overlapping, shape/offset
+// mismatch, limits, a checksum that does not match). copy_data = false leaves every
+// Tensor::data empty (the caller reads the bytes at file_offset itself).
+bool safetensors_parse(const uint8_t * data, size_t size, SafeTensors & out, std::string & err, bool copy_data = true);
 
-// Serialises to the safetensors layout (header padded with spaces to a multiple of 8).
+// The checksum ekvae writes into the metadata (key kChecksumKey, "h64:" and 16 hex digits):
+// a 64-bit hash of every metadata key and value but itself, and of every tensor's name,
+// dtype, shape and bytes. Other safetensors readers see one more metadata string.
+// safetensors_parse verifies it when present; the model and checkpoint loaders require it.
+constexpr const char * kChecksumKey = "checksum";
+std::string safetensors_checksum(const SafeTensors & st, const uint8_t * file = nullptr);
+
+// Serialises to the safetensors layout (header padded with spaces to a multiple of 8), with
+// the checksum in the metadata.
 std::vector<uint8_t> safetensors_serialize(const SafeTensors & st);
+
+// Parses JSON text, refusing duplicate keys in any object (last-wins would hide an edit);
+// err gives the parser's message with its position.
+bool json_parse_strict(const char * text, size_t n, nlohmann::json & out, std::string & err);
 
 } // namespace ekvae

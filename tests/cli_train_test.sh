@@ -13,7 +13,7 @@ pass=0
 fail=0
 ok() { echo "ok   $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL $*"; fail=$((fail + 1)); }
-tiny=(--image-size 8 --enc-hidden "[32]" --dec-hidden "[32]" --alpha-hidden "[16]" --K 4
+tiny=(--restarts 1 --image-size 8 --enc-hidden "[32]" --dec-hidden "[32]" --alpha-hidden "[16]" --K 4
       --train-sequences 16 --test-sequences 4 --batch 4 --window 8 --eval-every 10)
 
 # expect_fail STATUS PATTERN CMD...: exit status and a stderr line matching PATTERN
@@ -95,7 +95,7 @@ rc=$?
 if [ $rc -eq 130 ] && [ -s "$tmp/int/checkpoint.safetensors" ] && grep -q "interrupted" "$tmp/int.txt"; then ok "SIGINT: checkpoint written, exit 130"
 else bad "SIGINT: exit $rc, $(tail -n 2 "$tmp/int.txt")"; fi
 "$train" --out "$tmp/int" --resume --steps 2 >/dev/null 2>&1 && ok "resume after SIGINT" || bad "resume after SIGINT"
-ls "$tmp"/*/*.tmp.* >/dev/null 2>&1 && bad "temporary files left behind" || ok "no temporary files left"
+ls -a "$tmp"/*/ 2>/dev/null | grep -q "\.tmp$" && bad "temporary files left behind" || ok "no temporary files left"
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

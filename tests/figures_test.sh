@@ -15,7 +15,7 @@ if ! /usr/bin/python3 -c "import numpy, matplotlib" 2>/dev/null; then
     exit 1
 fi
 
-"$BIN/ekvae_train" --steps 30 --image-size 8 --enc-hidden [32] --dec-hidden [32] --alpha-hidden [16] \
+"$BIN/ekvae_train" --restarts 1 --steps 30 --image-size 8 --enc-hidden [32] --dec-hidden [32] --alpha-hidden [16] \
     --train-sequences 20 --test-sequences 10 --eval-every 10 --batch 8 --window 16 --out "$DIR/run" >"$DIR/train.out" 2>&1 \
     || { cat "$DIR/train.out"; echo "FAIL: ekvae_train"; exit 1; }
 M="$DIR/run/model.safetensors"

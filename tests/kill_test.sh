@@ -16,7 +16,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 RANDOM=${EKVAE_KILL_SEED:-7}
 steps=${EKVAE_KILL_STEPS:-100000} # long enough that 18 kills land before the end (a tiny step takes ~0.1 ms)
-tiny=(--image-size 8 --enc-hidden "[32]" --dec-hidden "[32]" --alpha-hidden "[16]" --K 4
+tiny=(--restarts 1 --image-size 8 --enc-hidden "[32]" --dec-hidden "[32]" --alpha-hidden "[16]" --K 4
       --train-sequences 16 --test-sequences 4 --batch 4 --window 8 --eval-every 0 --threads 1
       --checkpoint-minutes 0.01 --log-every 100000)
 pass=0
@@ -51,13 +51,13 @@ for ((i = 1; i <= kills; i++)); do
     cmd=("$train" --out "$run" --resume --steps $((steps - have)))
     resumes=$((resumes + 1))
   else
-    cmd=("$train" "${tiny[@]}" --steps $steps --out "$run")
+    cmd=("$train" "${tiny[@]}" --steps $steps --out "$run" --force) # a kill before the first checkpoint leaves a log
   fi
   "${cmd[@]}" >"$tmp/seg.txt" 2>&1 &
   pid=$!
   if ((i % 3 == 0)); then
     # on purpose: spin until a checkpoint's temporary file exists, then kill
-    while kill -0 $pid 2>/dev/null && ! compgen -G "$run/checkpoint.safetensors.tmp.*" >/dev/null; do :; done
+    while kill -0 $pid 2>/dev/null && ! compgen -G "$run/.checkpoint.safetensors.*.tmp" >/dev/null; do :; done
   else
     sleep "0.$((RANDOM % 10))$((RANDOM % 10))" # 0.00 .. 0.99 s
   fi
@@ -70,8 +70,8 @@ for ((i = 1; i <= kills; i++)); do
     break
   fi
   wait $pid 2>/dev/null
-  if compgen -G "$run/checkpoint.safetensors.tmp.*" >/dev/null; then during_write=$((during_write + 1)); fi
-  rm -f "$run"/*.tmp.* # debris of the killed writer; the real files are untouched
+  if compgen -G "$run/.checkpoint.safetensors.*.tmp" >/dev/null; then during_write=$((during_write + 1)); fi
+  rm -f "$run"/.*.tmp # debris of the killed writer; the real files are untouched
   now=$(ck_step "$run/checkpoint.safetensors")
   if [ -e "$run/checkpoint.safetensors" ] && [ "$now" -lt 0 ]; then bad "round $i: checkpoint.safetensors unreadable after the kill"; lost=$((lost + 1))
   elif [ "$now" -lt "$last" ]; then bad "round $i: checkpoint went back from step $last to $now"; lost=$((lost + 1))
@@ -87,7 +87,7 @@ have=$(ck_step "$run/checkpoint.safetensors")
 if [ "$have" -ge 0 ] && [ "$have" -lt $steps ]; then
   "$train" --out "$run" --resume --steps $((steps - have)) >"$tmp/seg.txt" 2>&1 || bad "final resume: $(tail -n 2 "$tmp/seg.txt")"
 elif [ "$have" -lt 0 ]; then
-  "$train" "${tiny[@]}" --steps $steps --out "$run" >"$tmp/seg.txt" 2>&1 || bad "final run: $(tail -n 2 "$tmp/seg.txt")"
+  "$train" "${tiny[@]}" --steps $steps --out "$run" --force >"$tmp/seg.txt" 2>&1 || bad "final run: $(tail -n 2 "$tmp/seg.txt")"
 fi
 if cmp -s "$tmp/ref/model.safetensors" "$run/model.safetensors"; then ok "model.safetensors byte-identical to the uninterrupted run"
 else bad "model.safetensors differs from the uninterrupted run"; fi

@@ -276,11 +276,96 @@ TEST_CASE("lambda rises while D > D0, falls once D < D0, and stays within its bo
     CHECK(l.lambda == doctest::Approx(0.1));
 }
 
+TEST_CASE("lambda warm-up: held at lambda_init (hold) or with the rate left out (rate_off) until Dbar meets D0") {
+    EkvaeConfig c;
+    c.D0 = 10;
+    for (const char * mode : {"hold", "rate_off"}) {
+        c.lambda_warmup = mode;
+        LambdaState l;
+        l.init(c);
+        CHECK(!l.warm);
+        for (int i = 0; i < 300; i++) {
+            l.update(c, std::max(5.0, 40.0 - 0.2 * i), i + 1); // D falls from 40 to 5
+            if (l.warm) break;
+            CHECK(l.lambda == c.lambda_init);
+            const LossWeights w = l.weights(c);
+            CHECK(w.rate == (std::string(mode) == "rate_off" ? 0.0 : 1.0));
+            CHECK(w.distortion == (std::string(mode) == "rate_off" ? 1.0 : c.lambda_init));
+        }
+        CHECK(l.warm);
+        CHECK(l.D_ma < c.D0);
+        l.update(c, 5.0, 400); // from here the ekvae rule: lambda falls while D < D0
+        CHECK(l.lambda < c.lambda_init);
+        CHECK(l.weights(c).rate == 1.0);
+    }
+}
+
+TEST_CASE("lambda_scale normalized divides the Lagrangian by 1 + lambda") {
+    EkvaeConfig c;
+    c.lambda_scale = "normalized";
+    LambdaState l;
+    l.init(c);
+    l.lambda = 3;
+    const LossWeights w = l.weights(c);
+    CHECK(w.rate == doctest::Approx(0.25));
+    CHECK(w.distortion == doctest::Approx(0.75));
+    CHECK(w.offset == doctest::Approx(-0.75 * c.D0));
+}
+
+TEST_CASE("lambda_rule authors: rate out until Dbar meets D0, then D + R / lambda, lambda moved every 100 steps") {
+    EkvaeConfig c;
+    c.lambda_rule = "authors";
+    c.D0 = 10;
+    c.lambda_rate = 0.5;
+    LambdaState l;
+    l.init(c);
+    CHECK(l.weights(c).rate == 0.0);
+    int64_t step = 0;
+    while (!l.warm && step < 10000) l.update(c, 9.0, ++step);
+    REQUIRE(l.warm);
+    CHECK(l.lambda == 1.0);
+    // violated: lambda rises by at most 5% per 100 steps, and only on multiples of 100
+    double prev = l.lambda;
+    for (int i = 0; i < 1000; i++) {
+        l.update(c, 30.0, ++step);
+        if (step % 100 != 0) CHECK(l.lambda == prev);
+        else CHECK(l.lambda <= prev * 1.05 + 1e-12);
+        prev = l.lambda;
+    }
+    CHECK(l.lambda > 1.2);
+    CHECK(l.weights(c).rate == doctest::Approx(1.0 / l.lambda));
+    // satisfied: lambda is driven back toward 1 (where the clipped factors 0.9 and 1.05 make
+    // it circle within about 10%) and never far below it
+    for (int i = 0; i < 20000; i++) l.update(c, 5.0, ++step);
+    for (int i = 0; i < 2000; i++) {
+        l.update(c, 5.0, ++step);
+        CHECK(l.lambda > 0.85);
+        CHECK(l.lambda < 1.1);
+    }
+}
+
+TEST_CASE("lr_at: constant, then a cosine down to lr * lr_final, then constant") {
+    EkvaeConfig c;
+    c.lr = 1e-3;
+    c.lr_decay_start = 100;
+    c.lr_decay_end = 200;
+    c.lr_final = 0.1;
+    CHECK(lr_at(c, 1) == c.lr);
+    CHECK(lr_at(c, 100) == c.lr);
+    CHECK(lr_at(c, 150) == doctest::Approx(c.lr * 0.55));
+    CHECK(lr_at(c, 200) == doctest::Approx(c.lr * 0.1));
+    CHECK(lr_at(c, 5000) == doctest::Approx(c.lr * 0.1));
+    for (int s = 100; s < 200; s++) CHECK(lr_at(c, s + 1) <= lr_at(c, s));
+    c.lr_decay_end = 0;
+    CHECK(lr_at(c, 150) == c.lr);
+}
+
 namespace {
 EkvaeConfig tiny_train_config() {
     EkvaeConfig c;
     c.image_size = 8; c.enc_hidden = {32}; c.dec_hidden = {32}; c.alpha_hidden = {16}; c.K = 4;
     c.batch = 4; c.window = 6; c.sequence_steps = 12; c.threads = 2; c.seed = 3;
+    c.restarts = 1; c.lr_decay_end = 0; // a plain run (the schedule has its own tests)
     return c;
 }
 Dataset tiny_data(int N = 8, int T = 12, int W = 8, uint64_t seed = 5) {
@@ -326,6 +411,69 @@ TEST_CASE("training resumed from a checkpoint equals uninterrupted training") {
         a2.train_step(X, U);
     }
     for (size_t i = 0; i < a.model.ps.list.size(); i++) CHECK(a2.model.ps.list[i]->value == a.model.ps.list[i]->value);
+}
+
+TEST_CASE("restarts: the start with the best held-out objective is continued; resuming mid-choice changes nothing") {
+    EkvaeConfig c = tiny_train_config();
+    c.restarts = 3;
+    c.restart_steps = 4;
+    const Dataset d = tiny_data();
+    const Dataset val = tiny_data(6, 12, 8, 99);
+    Mat<float> X, U;
+    Trainer a;
+    a.init(c, &val);
+    std::vector<double> scores;
+    int chosen = -1;
+    for (int i = 0; i < 16; i++) {
+        CHECK(a.choosing() == (i < 12));
+        sample_batch(d, c.batch, c.window, a.rng, X, U);
+        const StepStats st = a.train_step(X, U);
+        REQUIRE(st.ok);
+        if (i < 12) CHECK(st.start == i / 4);
+        else CHECK(st.start == chosen); // after the choice: the start being continued
+        CHECK(st.start_done == (i == 3 || i == 7 || i == 11));
+        if (st.start_done) {
+            // the score is the held-out objective of the start as it ended (before the next began)
+            scores.push_back(st.start_score);
+            CHECK(std::isfinite(st.start_score));
+            CHECK(st.start_score == doctest::Approx(st.start_R + std::max(0.0, st.start_D - c.D0)));
+        }
+        if (st.chosen >= 0) chosen = st.chosen;
+    }
+    REQUIRE(scores.size() == 3);
+    CHECK(chosen == (int)(std::min_element(scores.begin(), scores.end()) - scores.begin()));
+    CHECK(a.step == 16);
+    CHECK(!a.choosing());
+    // the continued start is that start's state: its held-out score right after the choice
+    // (step 12, before any further step) is the one it was chosen with
+    Trainer b;
+    b.init(c, &val);
+    for (int i = 0; i < 12; i++) {
+        sample_batch(d, c.batch, c.window, b.rng, X, U);
+        b.train_step(X, U);
+    }
+    CHECK(heldout_objective(b.model, val).score == doctest::Approx(scores[chosen]));
+    // a checkpoint mid-choice (step 6: start 1 running, start 0 kept) resumes exactly
+    Trainer e;
+    e.init(c, &val);
+    for (int i = 0; i < 6; i++) {
+        sample_batch(d, c.batch, c.window, e.rng, X, U);
+        e.train_step(X, U);
+    }
+    const std::vector<uint8_t> ck = e.checkpoint();
+    Trainer r;
+    r.validation = &val;
+    std::string err;
+    REQUIRE_MESSAGE(r.restore(ck.data(), ck.size(), err), err);
+    CHECK(r.choosing());
+    for (int i = 0; i < 10; i++) {
+        sample_batch(d, c.batch, c.window, r.rng, X, U);
+        r.train_step(X, U);
+    }
+    CHECK(r.step == a.step);
+    for (size_t i = 0; i < a.model.ps.list.size(); i++) CHECK(r.model.ps.list[i]->value == a.model.ps.list[i]->value);
+    CHECK(r.opt.step == a.opt.step);
+    CHECK(r.lam.lambda == a.lam.lambda);
 }
 
 TEST_CASE("the ELBO objective: good steps are accepted and lambda stays out of it") {

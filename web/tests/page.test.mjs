@@ -339,20 +339,52 @@ async function main() {
         };
         // 1. truncated
         out.truncated = await attempt(good.slice(0, 5000), 'truncated.safetensors');
-        // 2. wrong shape: the decoder's first weight [128, 2] relabelled [2, 128] (same bytes)
+        // edits of the shipped file: header (JSON) and body changed, the file rebuilt
         const n = Number(new DataView(good.buffer).getBigUint64(0, true));
-        const header = JSON.parse(new TextDecoder().decode(good.slice(8, 8 + n)));
+        const parse = () => JSON.parse(new TextDecoder().decode(good.slice(8, 8 + n)));
+        const rebuild = (header, body) => {
+          let text = JSON.stringify(header);
+          while ((8 + text.length) % 8) text += ' ';
+          const hb = new TextEncoder().encode(text);
+          const f = new Uint8Array(8 + hb.length + body.length);
+          new DataView(f.buffer).setBigUint64(0, BigInt(hb.length), true);
+          f.set(hb, 8);
+          f.set(body, 8 + hb.length);
+          return f;
+        };
+        // an edit that keeps the checksum must fail on it; without one (a version-1 file) the
+        // loader's own checks must catch it
+        const unsummed = (h) => { delete h.__metadata__.checksum; h.__metadata__.version = '1'; return h; };
+        // 2. wrong shape: the decoder's first weight [128, 2] relabelled [2, 128] (same bytes)
+        const header = unsummed(parse());
         const key = Object.keys(header).find((k) => /^dec\.0\.W$/.test(k)) || Object.keys(header).find((k) => k !== '__metadata__');
         header[key].shape = [...header[key].shape].reverse();
-        let text = JSON.stringify(header);
-        while ((8 + text.length) % 8) text += ' ';
-        const hb = new TextEncoder().encode(text);
-        const wrong = new Uint8Array(8 + hb.length + (good.length - 8 - n));
-        new DataView(wrong.buffer).setBigUint64(0, BigInt(hb.length), true);
-        wrong.set(hb, 8);
-        wrong.set(good.slice(8 + n), 8 + hb.length);
         out.key = key;
-        out.wrong = await attempt(wrong, 'wrong-shape.safetensors');
+        out.wrong = await attempt(rebuild(header, good.slice(8 + n)), 'wrong-shape.safetensors');
+        // 2b. n_u = 2 in the config, tensors resized to match (B [n_z*2, K], alpha.0.W [64, n_z+2])
+        {
+          const h = unsummed(parse());
+          const cfg = JSON.parse(h.__metadata__.config);
+          cfg.n_u = 2;
+          h.__metadata__.config = JSON.stringify(cfg);
+          out.nu = await attempt(rebuild(h, good.slice(8 + n)), 'two-torques.safetensors');
+        }
+        // 2c. one finite huge weight (3e38 in A): loads as finite, produces NaN
+        {
+          const h = unsummed(parse());
+          const body = good.slice(8 + n);
+          new DataView(body.buffer).setFloat32(h.A.data_offsets[0], 3e38, true);
+          out.huge = await attempt(rebuild(h, body), 'huge-weight.safetensors');
+        }
+        // 2d. one flipped digit in the header (q_min 0.0001 -> 0.0401), checksum kept
+        {
+          const text = new TextDecoder().decode(good.slice(8, 8 + n));
+          const i = text.indexOf('q_min');
+          const j = text.indexOf('0001', i);
+          const flipped = good.slice();
+          flipped[8 + j - 1] = '4'.charCodeAt(0) === flipped[8 + j - 1] ? '5'.charCodeAt(0) : '4'.charCodeAt(0);
+          out.flip = await attempt(flipped, 'flipped-digit.safetensors');
+        }
         // 3. not a model at all
         out.garbage = await attempt(new TextEncoder().encode('hello, I am not a model'), 'hello.txt');
         // still running: steps advance the filter, which still tracks
@@ -364,17 +396,21 @@ async function main() {
         out.back = await attempt('models/pendulum-constrained.safetensors', 'pendulum-constrained.safetensors');
         return out;
       });
-      for (const k of ['truncated', 'wrong', 'garbage']) {
+      for (const k of ['truncated', 'wrong', 'nu', 'huge', 'flip', 'garbage']) {
         const a = r[k];
         check(!a.ok, `${k}: accepted`);
         check(a.message && a.state.error && a.state.error.includes(a.message.split(':')[0]), `${k}: error not in state(): ${a.state.error}`);
         check(a.state.model === 'pendulum-constrained.safetensors' && a.state.model_loaded, `${k}: model is now ${a.state.model}`);
       }
       check(/shape|expected/i.test(r.wrong.message), `wrong shape: message "${r.wrong.message}"`);
+      check(/n_u/.test(r.nu.message), `n_u = 2: message "${r.nu.message}"`);
+      check(/not finite/.test(r.huge.message), `huge weight: message "${r.huge.message}"`);
+      check(/checksum/.test(r.flip.message), `flipped digit: message "${r.flip.message}"`);
       check(angleDiff(r.after.theta, r.after.estimate.theta) < 0.3, `after the refusals the estimate ${r.after.estimate.theta} is off the truth ${r.after.theta}`);
       check(r.own.ok && r.own.state.model === 'my-model.safetensors' && r.own.state.error === null, `own file: ${JSON.stringify(r.own.message || r.own.state.error)}`);
       check(r.back.ok && r.back.state.model === 'pendulum-constrained.safetensors', 'could not load the shipped model back');
-      return `truncated: "${r.truncated.message}"; wrong shape (${r.key}): "${r.wrong.message}"; garbage: "${r.garbage.message}"`;
+      return `truncated: "${r.truncated.message}"; wrong shape (${r.key}): "${r.wrong.message}"; n_u 2: "${r.nu.message}"; ` +
+             `huge weight: "${r.huge.message}"; flipped digit: "${r.flip.message}"; garbage: "${r.garbage.message}"`;
     });
 
     await test('benchmark: filter step + H=30 forecast with decoding (median of 1000 frames)', async () => {
