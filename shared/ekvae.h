@@ -88,7 +88,7 @@ struct EkvaeConfig {
     double lambda_rate = 0.05; // d log(lambda) per step per nat of (Dbar - D0)
     double lambda_max_step = 0.05; // |d log(lambda)| per step at most
     double lambda_ma = 0.95;   // moving-average decay of D
-    std::string lambda_rule = "ekvae";   // "ekvae" (every step, see LambdaState) | "authors" (the
+    std::string lambda_rule = "authors"; // "ekvae" (every step, see LambdaState) | "authors" (the
                                          // rule of the authors' lab: see LambdaState)
     std::string lambda_warmup = "none";  // until Dbar first meets D0: "none", "hold" (lambda held
                                          // at lambda_init) or "rate_off" (loss = D, lambda held)

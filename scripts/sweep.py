@@ -1,0 +1,475 @@
+#!/usr/bin/python3
+"""Seed and hyperparameter sweeps of ekvae_train, on this machine or on a Slurm cluster.
+
+  scripts/sweep.py SPEC.json --out DIR [--executor local|slurm] [--jobs N] [--no-wait] [--status]
+
+SPEC is a grid; its runs are the product of its lists:
+
+  {"preset": "pendulum", "objectives": ["constrained", "elbo"], "seeds": [0, 1],
+   "steps": 50,                                  # optional (default: the preset's train_steps)
+   "overrides": {"D0": [9.5, 10]},               # optional: any config key, a list of values
+   "flags": {"threads": 2},                      # optional: config keys with one value for every run
+   "eval": {"seed": 3, "sequences": 200},        # optional: ekvae_eval's fresh test set
+   "slurm": {"partition": "cpu", "time": "00:30:00", "cpus_per_task": 2,
+             "extra": ["#SBATCH --mem=4G"]}}     # optional
+
+Each run trains into DIR/runs/SETTING/OBJECTIVE-sSEED/ (SETTING names the override values,
+"default" without overrides) and then writes eval.json there (ekvae_eval --json on the fresh
+test set). A run with eval.json is skipped; a run with a checkpoint resumes from it; a failed
+run is reported with the tail of its log and the others go on. Then DIR/results.json,
+DIR/results.md (one row per setting: mean +- std over seeds, runs meeting the quality bar;
+one row per run) and DIR/figures/metrics.png (one dot per seed).
+
+  --executor local   N runs at once (--jobs, default: cores / threads per run)
+  --executor slurm   one sbatch job array, one task per run (--cpus-per-task = threads), each
+                     task's output in DIR/slurm/task-ID.out/.err; waits unless --no-wait
+  --status           the state of DIR's Slurm array (squeue/sacct) and of every run
+  --task ID          run only run number ID (what each Slurm array task does)
+
+Needs only Debian's python3 (matplotlib for the figure, when installed).
+"""
+import argparse
+import itertools
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BAR = {"r2_knn_cos": 0.95, "r2_knn_sin": 0.95, "r2_omega": 0.90, "angle_err_10": 0.3, "angle_err_32": 0.6}
+METRICS = ["r2_knn_cos", "r2_knn_sin", "r2_omega", "angle_err_10", "angle_err_32", "elbo", "distortion", "rate", "minutes"]
+
+
+def die(msg, code=2):
+    print(f"sweep: error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def binaries():
+    b = os.environ.get("EKVAE_BIN", os.path.join(TOP, "build", "native"))
+    train, ev = os.path.join(b, "ekvae_train"), os.path.join(b, "ekvae_eval")
+    for p in (train, ev):
+        if not os.access(p, os.X_OK):
+            die(f"{p} not found: build first (cmake -B build && cmake --build build -j2) or set EKVAE_BIN")
+    return train, ev
+
+
+def load_spec(path):
+    try:
+        with open(path) as f:
+            spec = json.load(f)
+    except (OSError, ValueError) as e:
+        die(f"{path}: {e}")
+    if not isinstance(spec, dict):
+        die(f"{path}: a spec is a JSON object")
+    known = {"preset", "objectives", "seeds", "steps", "overrides", "flags", "eval", "slurm", "comment"}
+    for k in spec:
+        if k not in known:
+            die(f"{path}: unknown key '{k}' (known: {', '.join(sorted(known))})")
+    for k in ("objectives", "seeds"):
+        if not isinstance(spec.get(k), list) or not spec[k]:
+            die(f"{path}: '{k}' must be a non-empty list")
+    if not all(isinstance(s, int) and s >= 0 for s in spec["seeds"]):
+        die(f"{path}: seeds must be non-negative integers")
+    ov = spec.get("overrides", {})
+    if not isinstance(ov, dict) or not all(isinstance(v, list) and v for v in ov.values()):
+        die(f"{path}: 'overrides' maps config keys to non-empty lists of values")
+    return spec
+
+
+def value_text(v):
+    return json.dumps(v, separators=(",", ":")) if not isinstance(v, str) else v
+
+
+def expand(spec):
+    """The runs of a spec, in a fixed order: settings x objectives x seeds."""
+    ov = spec.get("overrides", {})
+    keys = sorted(ov)
+    runs = []
+    for combo in itertools.product(*[ov[k] for k in keys]):
+        setting = ",".join(f"{k}={value_text(v)}" for k, v in zip(keys, combo)) or "default"
+        for obj in spec["objectives"]:
+            for seed in spec["seeds"]:
+                flags = ["--preset", spec.get("preset", "pendulum"), "--objective", obj, "--seed", str(seed)]
+                for k, v in list(spec.get("flags", {}).items()) + list(zip(keys, combo)):
+                    flags += ["--" + k.replace("_", "-"), value_text(v)]
+                if "steps" in spec:
+                    flags += ["--steps", str(spec["steps"])]
+                runs.append({"index": len(runs), "setting": setting, "objective": obj, "seed": seed,
+                             "name": f"{setting}/{obj}-s{seed}", "flags": flags})
+    return runs
+
+
+def checkpoint_step(path):
+    try:
+        with open(path, "rb") as f:
+            b = f.read()
+        n = struct.unpack("<Q", b[:8])[0]
+        s, _ = json.loads(b[8:8 + n])["train.step"]["data_offsets"]
+        return struct.unpack("<q", b[8 + n + s:8 + n + s + 8])[0]
+    except (OSError, KeyError, ValueError, struct.error):
+        return None
+
+
+def default_steps(train):
+    out = subprocess.run([train, "--help"], capture_output=True, text=True).stdout
+    return json.loads(out[out.index("{"):])["train_steps"]
+
+
+def write_json(path, obj):
+    tmp = path + ".part"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def run_one(run, out, spec, train, ev):
+    """Trains (or resumes) and evaluates one run. Returns (ok, message)."""
+    d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
+    os.makedirs(d, exist_ok=True)
+    log = os.path.join(d, "sweep.log")
+    meta_path = os.path.join(d, "sweep_run.json")
+    if os.path.exists(os.path.join(d, "eval.json")) and os.path.exists(os.path.join(d, "model.safetensors")):
+        return True, "done before (skipped)"
+    meta = {}
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+    target = meta.get("target_steps") or spec.get("steps") or default_steps(train)
+    meta.update({"name": run["name"], "flags": run["flags"], "target_steps": target})
+    have = checkpoint_step(os.path.join(d, "checkpoint.safetensors"))
+    with open(log, "a") as lf:
+        lf.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} host {os.uname().nodename} "
+                 f"SLURM_JOB_ID={os.environ.get('SLURM_JOB_ID', '')} SLURM_ARRAY_TASK_ID={os.environ.get('SLURM_ARRAY_TASK_ID', '')}\n")
+        lf.flush()
+        if have is None:
+            cmd = [train] + run["flags"] + ["--out", d]
+            if os.path.exists(os.path.join(d, "train.jsonl")):
+                cmd.append("--force")  # killed before its first checkpoint: start over
+        elif have < target:
+            cmd = [train, "--resume", "--steps", str(target - have), "--out", d]
+        else:
+            cmd = None
+        t0 = time.time()
+        if cmd:
+            lf.write("$ " + " ".join(cmd) + "\n")
+            lf.flush()
+            rc = subprocess.run(cmd, stdout=lf, stderr=lf).returncode
+            meta["seconds"] = meta.get("seconds", 0) + time.time() - t0
+            write_json(meta_path, meta)
+            if rc != 0:
+                lf.flush()
+                return False, f"ekvae_train exited {rc}; last lines of {log}:\n" + tail(log)
+        e = spec.get("eval", {})
+        ecmd = [ev, "--model", os.path.join(d, "model.safetensors"), "--json",
+                "--seed", str(e.get("seed", 3)), "--sequences", str(e.get("sequences", 200))]
+        lf.write("$ " + " ".join(ecmd) + "\n")
+        lf.flush()
+        r = subprocess.run(ecmd, capture_output=True, text=True)
+        lf.write(r.stderr)
+        if r.returncode != 0:
+            return False, f"ekvae_eval exited {r.returncode}: {r.stderr.strip()}"
+        write_json(os.path.join(d, "eval.json"), json.loads(r.stdout))
+        write_json(meta_path, meta)
+    return True, "trained and evaluated"
+
+
+def tail(path, n=8):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def threads_of(spec):
+    return int(spec.get("flags", {}).get("threads", 2))
+
+
+def fmt_eta(s):
+    return "?" if s is None else f"{int(s // 60)}:{int(s % 60):02d}"
+
+
+def run_local(runs, out, spec, jobs):
+    train, ev = binaries()
+    pending = list(runs)
+    lock = threading.Lock()
+    state = {"done": 0, "failed": [], "running": 0, "t0": time.time()}
+
+    def progress():
+        el = time.time() - state["t0"]
+        n_done = state["done"] + len(state["failed"])
+        left = len(runs) - n_done - state["running"]
+        eta = el / n_done * (len(runs) - n_done) if n_done else None
+        print(f"sweep: {n_done}/{len(runs)} done ({len(state['failed'])} failed), {state['running']} running, "
+              f"{left} left, elapsed {fmt_eta(el)}, ETA {fmt_eta(eta)}", flush=True)
+
+    def worker():
+        while True:
+            with lock:
+                if not pending:
+                    return
+                run = pending.pop(0)
+                state["running"] += 1
+            ok, msg = run_one(run, out, spec, train, ev)
+            with lock:
+                state["running"] -= 1
+                if ok:
+                    state["done"] += 1
+                else:
+                    state["failed"].append((run["name"], msg))
+                    print(f"sweep: FAILED {run['name']}: {msg}", flush=True)
+                print(f"sweep: {run['name']}: {msg}", flush=True)
+                progress()
+
+    ts = [threading.Thread(target=worker) for _ in range(max(1, jobs))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return state["failed"]
+
+
+def slurm_script(runs, out, spec, spec_path):
+    s = spec.get("slurm", {})
+    sd = os.path.join(out, "slurm")
+    os.makedirs(sd, exist_ok=True)
+    cpus = int(s.get("cpus_per_task", threads_of(spec)))
+    lines = ["#!/bin/bash", f"#SBATCH --job-name=ekvae-sweep", f"#SBATCH --array=0-{len(runs) - 1}",
+             f"#SBATCH --cpus-per-task={cpus}", f"#SBATCH --output={sd}/task-%a.out", f"#SBATCH --error={sd}/task-%a.err"]
+    if s.get("partition"):
+        lines.append(f"#SBATCH --partition={s['partition']}")
+    if s.get("time"):
+        lines.append(f"#SBATCH --time={s['time']}")
+    lines += list(s.get("extra", []))
+    env = f"EKVAE_BIN={os.environ['EKVAE_BIN']} " if os.environ.get("EKVAE_BIN") else ""
+    lines += ["set -eu", f"cd {TOP}",
+              f"{env}/usr/bin/python3 {os.path.abspath(__file__)} {os.path.abspath(spec_path)} --out {os.path.abspath(out)} "
+              f"--task \"$SLURM_ARRAY_TASK_ID\""]
+    path = os.path.join(sd, "array.sh")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def slurm_states(job):
+    """task id -> state from squeue (pending/running) and sacct (finished)."""
+    st = {}
+    r = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "JobID,State"], capture_output=True, text=True)
+    for line in r.stdout.split():
+        jid, _, state = line.partition("|")
+        if "_" in jid and "[" not in jid:
+            st[jid.split("_")[1]] = state
+    r = subprocess.run(["squeue", "-h", "-r", "-j", job, "-o", "%i|%T"], capture_output=True, text=True)
+    for line in r.stdout.split():
+        jid, _, state = line.partition("|")
+        if "_" in jid:
+            st[jid.split("_")[1]] = state
+    return st
+
+
+def run_slurm(runs, out, spec, spec_path, wait):
+    if not shutil.which("sbatch"):
+        die("sbatch not found: is Slurm installed? (scripts/slurm_local.sh start brings up a one-machine Slurm)")
+    binaries()
+    todo = [r for r in runs if not os.path.exists(os.path.join(out, "runs", r["setting"], f"{r['objective']}-s{r['seed']}", "eval.json"))]
+    if not todo:
+        print("sweep: every run is done")
+        return []
+    script = slurm_script(runs, out, spec, spec_path)
+    r = subprocess.run(["sbatch", "--parsable", script], capture_output=True, text=True)
+    if r.returncode != 0:
+        die(f"sbatch failed: {r.stderr.strip()}", 1)
+    job = r.stdout.strip().split(";")[0]
+    with open(os.path.join(out, "slurm", "job_id"), "w") as f:
+        f.write(job + "\n")
+    print(f"sweep: submitted job array {job} ({len(runs)} tasks, {len(runs) - len(todo)} already done) from {script}", flush=True)
+    if not wait:
+        print(f"sweep: not waiting; see scripts/sweep.py {spec_path} --out {out} --status")
+        return []
+    t0 = time.time()
+    last = ""
+    while True:
+        st = slurm_states(job)
+        live = [k for k, v in st.items() if v in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "SUSPENDED")]
+        summary = ", ".join(f"{v.lower()} {sum(1 for x in st.values() if x == v)}" for v in sorted(set(st.values())))
+        if summary != last:
+            print(f"sweep: array {job}: {summary} (elapsed {fmt_eta(time.time() - t0)})", flush=True)
+            last = summary
+        if st and not live and len(st) >= len(runs):
+            break
+        time.sleep(2)
+    failed = []
+    for run in runs:
+        d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
+        if not os.path.exists(os.path.join(d, "eval.json")):
+            failed.append((run["name"], f"task {run['index']} ({st.get(str(run['index']), '?')}); last lines of its log:\n" +
+                           tail(os.path.join(d, "sweep.log")) + tail(os.path.join(out, "slurm", f"task-{run['index']}.err"))))
+            print(f"sweep: FAILED {run['name']}: {failed[-1][1]}")
+    return failed
+
+
+def status(runs, out):
+    jf = os.path.join(out, "slurm", "job_id")
+    if os.path.exists(jf):
+        job = open(jf).read().strip()
+        st = slurm_states(job) if shutil.which("sacct") else {}
+        print(f"Slurm array {job}: " + (", ".join(f"{k}: {v}" for k, v in sorted(st.items(), key=lambda x: int(x[0]))) or "no records"))
+    for run in runs:
+        d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
+        ck = checkpoint_step(os.path.join(d, "checkpoint.safetensors"))
+        s = "done" if os.path.exists(os.path.join(d, "eval.json")) else (f"checkpoint at step {ck}" if ck is not None else "not started")
+        print(f"  {run['index']:3d} {run['name']}: {s}")
+
+
+# ---- results -------------------------------------------------------------------------------
+
+def metrics_of(e):
+    return {"r2_knn_cos": e["r2_knn"]["cos"], "r2_knn_sin": e["r2_knn"]["sin"], "r2_omega": e["r2"]["omega"],
+            "angle_err_10": e["forecast_angle_err"]["10"], "angle_err_32": e["forecast_angle_err"]["32"],
+            "elbo": e["elbo"], "distortion": e["distortion"], "rate": e["rate"]}
+
+
+def meets_bar(m):
+    return all(m[k] >= v for k, v in BAR.items() if k.startswith("r2")) and \
+        all(m[k] <= v for k, v in BAR.items() if k.startswith("angle"))
+
+
+def mean_std(xs):
+    if not xs:
+        return None, None
+    m = sum(xs) / len(xs)
+    return m, (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
+
+
+def results(runs, out, spec_path):
+    rows = []
+    for run in runs:
+        d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
+        row = {"name": run["name"], "setting": run["setting"], "objective": run["objective"], "seed": run["seed"], "dir": d}
+        try:
+            with open(os.path.join(d, "eval.json")) as f:
+                row.update(metrics_of(json.load(f)))
+            row["bar"] = meets_bar(row)
+        except (OSError, ValueError, KeyError):
+            row["missing"] = True
+        try:
+            with open(os.path.join(d, "sweep_run.json")) as f:
+                row["minutes"] = json.load(f).get("seconds", 0) / 60
+        except (OSError, ValueError):
+            pass
+        rows.append(row)
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["setting"], r["objective"]), []).append(r)
+    settings = []
+    for (setting, obj), rs in groups.items():
+        ok = [r for r in rs if not r.get("missing")]
+        g = {"setting": setting, "objective": obj, "runs": len(rs), "evaluated": len(ok), "bar_met": sum(1 for r in ok if r["bar"])}
+        for k in METRICS:
+            g[k] = mean_std([r[k] for r in ok if k in r])
+        med = sorted(ok, key=lambda r: r["r2_omega"])
+        g["median_r2_omega_run"] = med[(len(med) - 1) // 2]["name"] if med else None
+        settings.append(g)
+    res = {"spec": os.path.abspath(spec_path), "bar": BAR, "settings": settings, "runs": rows}
+    write_json(os.path.join(out, "results.json"), res)
+
+    def ms(v, p=3):
+        return "n/a" if v[0] is None else f"{v[0]:.{p}f} ± {v[1]:.{p}f}"
+    md = [f"# Sweep results: {os.path.relpath(spec_path, TOP) if spec_path.startswith(TOP) else spec_path}", "",
+          "Quality bar: k-NN r² cos, sin ≥ 0.95; linear r² ω ≥ 0.90; forecast angle error ≤ 0.3 rad at 10 steps "
+          "and ≤ 0.6 at 32 (ekvae_eval's fresh test set). Mean ± std over seeds.", "",
+          "| setting | objective | bar met | k-NN r² cos | k-NN r² sin | r² ω | angle err @10 | angle err @32 | ELBO | D | R | minutes/run |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for g in settings:
+        missing = "" if g["evaluated"] == g["runs"] else " (%d missing)" % (g["runs"] - g["evaluated"])
+        md.append(f"| {g['setting']} | {g['objective']} | {g['bar_met']} of {g['evaluated']}{missing} | "
+                  + " | ".join(ms(g[k], 2 if k == 'minutes' else 3) for k in METRICS) + " |")
+    md += ["", "| run | bar | k-NN r² cos | k-NN r² sin | r² ω | angle err @10 | angle err @32 | ELBO | D | R | minutes |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("missing"):
+            md.append(f"| {r['name']} | missing | " + " | ".join("" for _ in METRICS) + " |")
+            continue
+        md.append(f"| {r['name']} | {'yes' if r['bar'] else 'no'} | " +
+                  " | ".join(f"{r[k]:.2f}" if k == "minutes" else f"{r[k]:.3f}" for k in METRICS if k in r) + " |")
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    figure(settings, rows, out)
+    print(f"sweep: wrote {out}/results.md, {out}/results.json")
+    return res
+
+
+def figure(settings, rows, out):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("sweep: matplotlib not installed: no figure (apt-get install python3-matplotlib)")
+        return
+    keys = ["r2_omega", "angle_err_10", "angle_err_32"]
+    labels = [f"{g['setting']}\n{g['objective']}" for g in settings]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), constrained_layout=True)
+    for ax, k in zip(axes, keys):
+        for i, g in enumerate(settings):
+            ys = [r[k] for r in rows if r["setting"] == g["setting"] and r["objective"] == g["objective"] and k in r]
+            xs = [i + 0.08 * ((j % 5) - 2) for j in range(len(ys))]
+            ax.scatter(xs, ys, s=18, alpha=0.8)
+            if ys:
+                ax.hlines(sorted(ys)[(len(ys) - 1) // 2], i - 0.25, i + 0.25, color="k", lw=1)
+        ax.axhline(BAR[k], color="tab:red", ls="--", lw=1)
+        ax.set_xticks(range(len(settings)))
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_title({"r2_omega": "linear r² of ω (bar ≥ 0.9)", "angle_err_10": "angle error @10 (bar ≤ 0.3)",
+                      "angle_err_32": "angle error @32 (bar ≤ 0.6)"}[k], fontsize=9)
+    os.makedirs(os.path.join(out, "figures"), exist_ok=True)
+    fig.savefig(os.path.join(out, "figures", "metrics.png"), dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__[__doc__.index("SPEC is"):])
+    ap.add_argument("spec")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--executor", choices=["local", "slurm"], default="local")
+    ap.add_argument("--jobs", type=int)
+    ap.add_argument("--no-wait", action="store_true")
+    ap.add_argument("--status", action="store_true")
+    ap.add_argument("--task", type=int)
+    a = ap.parse_args()
+    spec = load_spec(a.spec)
+    runs = expand(spec)
+    os.makedirs(a.out, exist_ok=True)
+    if a.status:
+        status(runs, a.out)
+        return 0
+    if a.task is not None:
+        if not 0 <= a.task < len(runs):
+            die(f"--task {a.task}: the spec has runs 0..{len(runs) - 1}")
+        train, ev = binaries()
+        ok, msg = run_one(runs[a.task], a.out, spec, train, ev)
+        print(f"sweep: task {a.task} {runs[a.task]['name']}: {msg}")
+        return 0 if ok else 1
+    if a.executor == "local":
+        jobs = a.jobs or max(1, (os.cpu_count() or 1) // threads_of(spec))
+        print(f"sweep: {len(runs)} runs, {jobs} at a time, into {a.out}", flush=True)
+        failed = run_local(runs, a.out, spec, jobs)
+    else:
+        failed = run_slurm(runs, a.out, spec, a.spec, not a.no_wait)
+        if a.no_wait:
+            return 0
+    results(runs, a.out, a.spec)
+    if failed:
+        print(f"sweep: {len(failed)} run(s) failed: " + ", ".join(n for n, _ in failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
