@@ -618,6 +618,8 @@ EkvaeTerms ekvae_objective(Tape<T> & t, Ekvae<T> & m, const Mat<T> & X, const Ma
     Var log_post;
     Var z = backward_sample(t, m, kr, ez, log_post);              // [n_z, N]
     r.log_post = t.sum(log_post);
+    r.a = a;
+    r.z = z;
     // p(a | z)
     Var H = t.param_batch(*m.H, na, nz);
     r.log_paz = t.sum(t.gauss_diag_logpdf(a, t.bmm(H, z), t.log(obs_variances(t, m))));

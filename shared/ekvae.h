@@ -170,6 +170,7 @@ struct EkvaeTerms {
     Var loss;       // what backward() is called on
     Var D, R;       // distortion, rate
     Var log_px, log_qa, log_post, log_paz, log_pz;
+    Var a, z;       // the samples the terms are evaluated at: a [n_a, N], z [n_z, N]
 };
 
 // The loss as a weighted sum of the terms: loss = rate R + distortion D + offset.
