@@ -48,6 +48,9 @@ static const char * kHelp =
     "  forecast_angle_err        mean |wrapped theta - angle read off the forecast image| at those horizons (rad)\n"
     "  elbo, distortion, rate    per time step\n"
     "\n"
+    "--set-record TEXT --write OUT: copies --model FILE with the metadata key 'record' = TEXT (shown by the page\n"
+    "beside the model's name, e.g. \"constrained: 10 of 10 seeds met the quality bar\"); the checksum is renewed.\n"
+    "\n"
     "Figures (--figures DIR): --model takes a comma-separated list of models (compared in one set of figures;\n"
     "the metrics of each are printed), --log a comma-separated list of training logs (RUN/train.jsonl of\n"
     "ekvae_train). Writes into DIR:\n"
@@ -244,10 +247,28 @@ static bool is_file(const std::string & p) {
 }
 
 static int run(int argc, char ** argv) {
-    Args args(argc, argv, {"model", "data", "seed", "sequences", "figures", "log"}, {"json", "help"});
+    Args args(argc, argv, {"model", "data", "seed", "sequences", "figures", "log", "set-record", "write"}, {"json", "help"});
     if (!args.ok()) usage_error(args.err, kUsage);
     if (args.has("help")) {
         std::printf("%s\n\n%s", kUsage, kHelp);
+        return 0;
+    }
+    // --set-record TEXT --write OUT: copy a model file with its "record" metadata (the page shows
+    // it beside the model's name), e.g. its objective's seed study; the checksum is renewed
+    if (args.has("set-record") || args.has("write")) {
+        if (!args.has("set-record") || !args.has("write") || !args.has("model"))
+            usage_error("--set-record TEXT needs --model FILE and --write OUT", kUsage);
+        std::string err;
+        std::vector<uint8_t> bytes;
+        const std::string in = args.get_string("model"), outp = args.get_string("write");
+        if (!read_file(in, bytes, err)) usage_error(err, kUsage);
+        SafeTensors st;
+        Ekvae<float> m;
+        if (!safetensors_parse(bytes.data(), bytes.size(), st, err) || !ekvae_from_safetensors(st, m, err)) usage_error(in + ": " + err, kUsage);
+        ekvae_to_safetensors(m, st); // rewritten as this build writes models (version, checksum)
+        st.metadata["record"] = args.get_string("set-record");
+        if (!write_file_atomic(outp, safetensors_serialize(st), err)) usage_error(err, kUsage);
+        std::printf("wrote %s with record: %s\n", outp.c_str(), args.get_string("set-record").c_str());
         return 0;
     }
     const std::vector<std::string> model_paths = split_commas(args.get_string("model"));

@@ -116,7 +116,55 @@ void stream_clear_history(ModelStream & s) {
     s.latent.clear();
     s.fc_theta.clear();
     s.fc_sigma.clear();
+    s.fc_omega.clear();
+    s.fc_omega_sigma.clear();
+    s.pending.clear();
+    s.err10.clear();
+    s.err30.clear();
+    s.err_omega.clear();
 }
+
+// ---- running forecast score -----------------------------------------------------------------------
+
+constexpr int kScoreEvery = 5;     // steps between scored forecasts (0.25 s)
+constexpr int kScoreWindow = 200;  // steps scored (10 s)
+
+// After a world step: resolve the forecasts that reach this step, take the velocity error, and
+// every kScoreEvery steps make a new 30-step forecast (means only, no decoding).
+void stream_score_step(App & app, ModelStream & s, double u) {
+    if (!has_model(s) || !s.started || !s.model->has_readout) return;
+    auto push = [](std::deque<double> & d, double v, size_t cap) {
+        d.push_back(v);
+        while (d.size() > cap) d.pop_front();
+    };
+    push(s.err_omega, std::abs(s.est_omega - app.state.omega), kScoreWindow);
+    while (!s.pending.empty() && s.pending.front().target <= app.steps) {
+        const ModelStream::Pending p = s.pending.front();
+        s.pending.pop_front();
+        if (p.target == app.steps)
+            push(p.h30 ? s.err30 : s.err10, std::abs(ekvae::wrap_angle(p.theta - app.state.theta)), kScoreWindow / kScoreEvery);
+    }
+    if (app.steps % kScoreEvery != 0) return;
+    const Mat<float> U = Mat<float>::Constant(1, 30, (float)u);
+    Mat<float> zs, Ps;
+    ekvae::forecast(*s.tape, *s.model, s.z, s.P, U, zs, Ps, (Mat<float> *)nullptr);
+    s.pending.push_back({app.steps + 10, false, ekvae::readout(*s.model, zs, Ps, 9).theta});
+    s.pending.push_back({app.steps + 30, true, ekvae::readout(*s.model, zs, Ps, 29).theta});
+    std::stable_sort(s.pending.begin(), s.pending.end(), [](const auto & a, const auto & b) { return a.target < b.target; });
+}
+
+} // namespace
+
+StreamScore stream_score(const ModelStream & s) {
+    auto mean = [](const std::deque<double> & d) {
+        double t = 0;
+        for (double v : d) t += v;
+        return d.empty() ? NAN : t / (double)d.size();
+    };
+    return {mean(s.err10), mean(s.err30), mean(s.err_omega), (int)s.err10.size(), (int)s.err30.size()};
+}
+
+namespace {
 
 // One filter step of stream s on the current observation (none while covered), predicting
 // with u_prev (the torque applied since the previous frame). Returns the time taken (ms).
@@ -183,6 +231,7 @@ void world_step(App & app) {
     app.steps++;
     update_observation(app);
     for (ModelStream & s : app.streams) g_pending_ms += stream_filter(app, s, u);
+    for (ModelStream & s : app.streams) stream_score_step(app, s, forecast_torque(app));
     app.forecast_dirty = true;
 }
 
@@ -633,7 +682,7 @@ void draw_forecast_section(App & app, int k, ImVec2 p0, ImVec2 size) {
     // the angle plot, and the velocity plot under it when there is room
     const float rest = p0.y + size.y - y;
     const bool last = k + 1 == n_streams(app);
-    if (rest > 300) {
+    if (rest > (n_streams(app) > 1 ? 150 : 300)) { // compare mode keeps the velocity plots
         const float ha = std::floor(rest * 0.62f);
         draw_time_plot(app, k, ImVec2(p0.x, y), ImVec2(size.x, ha), false, false);
         draw_time_plot(app, k, ImVec2(p0.x, y + ha + 4), ImVec2(size.x, rest - ha - 4), last, true);
@@ -707,9 +756,30 @@ void draw_controls(App & app) {
         }
     };
     model_combo("##model0", 0);
+    auto record_and_score = [&](int slot) {
+        const ModelStream & st = app.streams[slot];
+        if (!has_model(st)) return;
+        if (!st.record.empty()) ImGui::TextDisabled("%s", st.record.c_str());
+        if (app.opt.compare) {
+            const StreamScore sc = stream_score(st);
+            if (sc.n30 > 0)
+                ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kStreamCol[slot]), "last 10 s: angle err %.2f / %.2f rad @10/30, vel err %.2f",
+                                   sc.angle10, sc.angle30, sc.omega);
+            else if (sc.n10 > 0)
+                ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kStreamCol[slot]), "last 10 s: angle err %.2f rad @10, vel err %.2f", sc.angle10, sc.omega);
+        }
+    };
+    record_and_score(0);
     bool cmp = app.opt.compare;
     if (ImGui::Checkbox("compare with", &cmp)) app_set_compare(app, cmp);
-    if (app.opt.compare) model_combo("##model1", 1);
+    if (app.opt.compare) {
+        model_combo("##model1", 1);
+        record_and_score(1);
+        ImGui::PushTextWrapPos(0.f);
+        ImGui::TextDisabled("constrained: minimise R + lambda (D - D0); ELBO: minimise R + D. Watch the velocity estimate and "
+                            "the long forecast: the scores above are each model's mean errors over the last 10 s.");
+        ImGui::PopTextWrapPos();
+    }
     if (app.open_file_picker) {
         if (ImGui::Button("Load your own file...")) app.open_file_picker();
         ImGui::TextDisabled("or drop a .safetensors file here");
@@ -988,6 +1058,8 @@ bool app_load_model(App & app, int slot, const std::string & name, const uint8_t
 
     ModelStream & s = app.streams[slot];
     s.name = name;
+    auto rec = st.metadata.find("record");
+    s.record = rec == st.metadata.end() ? std::string() : rec->second;
     s.model = std::move(model);
     if (!s.tape) s.tape = std::make_unique<ekvae::Tape<float>>();
     s.images.resize(0, 0);
@@ -1063,6 +1135,11 @@ std::string app_state_json(App & app) {
         else j["estimate"] = nullptr;
         if (!s.fc_theta.empty()) j["forecast"] = {{"theta", s.fc_theta}, {"sigma", s.fc_sigma}};
         else j["forecast"] = nullptr;
+        j["record"] = s.record.empty() ? json() : json(s.record);
+        const StreamScore sc = stream_score(s);
+        auto num = [](double v) { return std::isfinite(v) ? json(v) : json(); };
+        j["score"] = {{"angle_err_10", num(sc.angle10)}, {"angle_err_30", num(sc.angle30)}, {"omega_err", num(sc.omega)},
+                      {"n10", sc.n10}, {"n30", sc.n30}};
         j["filter_ms"] = s.filter_ms;
         j["forecast_ms"] = s.forecast_ms;
         j["model_ms"] = s.frame_ms;

@@ -57,6 +57,13 @@ struct ModelStream {
     // Past: the estimate per step (angle, its sigma, omega and its sigma), oldest first, for the plots.
     std::deque<double> past_theta, past_sigma, past_omega, past_omega_sigma;
     std::deque<LatentPoint> latent;                  // recent filtered means
+    std::string record;                              // the file's "record" metadata (its objective's seed study), if any
+    // Running forecast score over the last ~10 s: every kScoreEvery steps a 30-step forecast is
+    // made; 10 and 30 steps later its angle is compared with the truth (wrapped error, rad).
+    // The velocity error |omega_est - omega| is taken every step.
+    struct Pending { long target; bool h30; double theta; };
+    std::deque<Pending> pending;
+    std::deque<double> err10, err30, err_omega;
     double filter_ms = 0, forecast_ms = 0;           // time of the last filter step / forecast
     double frame_ms = 0;                             // model time of the last frame (filter + forecast + decode)
 };
@@ -113,6 +120,13 @@ struct App {
     float fps = 0.f;
     long frames = 0;             // frames drawn
 };
+
+// The running forecast score of a stream: means over the last ~10 s (NaN until there is one).
+struct StreamScore {
+    double angle10, angle30, omega;
+    int n10, n30;
+};
+StreamScore stream_score(const ModelStream & s);
 
 // Sets up the app: the pendulum hanging down (theta = pi) with a small push. Also sets the
 // ImGui style when an ImGui context exists (else call app_init_style once it does).
