@@ -8,6 +8,7 @@ SPEC is a grid; its runs are the product of its lists:
   {"preset": "pendulum", "objectives": ["constrained", "elbo"], "seeds": [0, 1],
    "steps": 50,                                  # optional (default: the preset's train_steps)
    "overrides": {"D0": [9.5, 10]},               # optional: any config key, a list of values
+   "variants": {"hold": {"lambda_warmup": "hold"}},  # optional: named sets of config keys (ablation rows)
    "flags": {"threads": 2},                      # optional: config keys with one value for every run
    "eval": {"seed": 3, "sequences": 200},        # optional: ekvae_eval's fresh test set
    "slurm": {"partition": "cpu", "time": "00:30:00", "cpus_per_task": 2,
@@ -66,7 +67,7 @@ def load_spec(path):
         die(f"{path}: {e}")
     if not isinstance(spec, dict):
         die(f"{path}: a spec is a JSON object")
-    known = {"preset", "objectives", "seeds", "steps", "overrides", "flags", "eval", "slurm", "comment"}
+    known = {"preset", "objectives", "seeds", "steps", "overrides", "variants", "flags", "eval", "slurm", "comment"}
     for k in spec:
         if k not in known:
             die(f"{path}: unknown key '{k}' (known: {', '.join(sorted(known))})")
@@ -86,16 +87,20 @@ def value_text(v):
 
 
 def expand(spec):
-    """The runs of a spec, in a fixed order: settings x objectives x seeds."""
+    """The runs of a spec, in a fixed order: variants x override settings x objectives x seeds."""
     ov = spec.get("overrides", {})
     keys = sorted(ov)
+    settings = []
+    for vname, vflags in (spec.get("variants") or {"": {}}).items():
+        for combo in itertools.product(*[ov[k] for k in keys]):
+            name = ",".join([vname] * bool(vname) + [f"{k}={value_text(v)}" for k, v in zip(keys, combo)]) or "default"
+            settings.append((name, list(vflags.items()) + list(zip(keys, combo))))
     runs = []
-    for combo in itertools.product(*[ov[k] for k in keys]):
-        setting = ",".join(f"{k}={value_text(v)}" for k, v in zip(keys, combo)) or "default"
+    for setting, kv in settings:
         for obj in spec["objectives"]:
             for seed in spec["seeds"]:
                 flags = ["--preset", spec.get("preset", "pendulum"), "--objective", obj, "--seed", str(seed)]
-                for k, v in list(spec.get("flags", {}).items()) + list(zip(keys, combo)):
+                for k, v in list(spec.get("flags", {}).items()) + kv:
                     flags += ["--" + k.replace("_", "-"), value_text(v)]
                 if "steps" in spec:
                     flags += ["--steps", str(spec["steps"])]

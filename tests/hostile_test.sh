@@ -87,6 +87,11 @@ kill -INT $pid; wait $pid
 # 7. memory: runs that cannot fit are refused with an estimate before allocating; running out
 #    anyway is an error message, not an abort
 expect 2 "needs about .* of memory.*--batch" "$train" --batch 4096 --window 4096 --sequence-steps 4096 --train-sequences 8 --restarts 1 --steps 2 --out oom1
+if [ -n "${ASAN_OPTIONS:-}" ]; then
+  # AddressSanitizer reserves terabytes of address space (ulimit -v cannot apply) and inflates RSS:
+  # the limit and peak-memory checks run in the plain build's ctest only
+  echo "note: ulimit and peak-memory checks skipped under ASan"
+else
 expect 2 "needs about .* of memory" bash -c "ulimit -v 1000000; exec \"$train\" --train-sequences 60000 --restarts 1 --steps 2 --out oom2"
 expect 2 "needs about .* of memory.*--sequences" bash -c "ulimit -v 150000; exec \"$eval\" --model \"$M\" --sequences 5000"
 expect 2 "needs about .* of memory.*--sequences" bash -c "ulimit -v 300000; exec \"$data\" --out big.st --sequences 20000 --steps 64"
@@ -98,6 +103,7 @@ base=$( { /usr/bin/time -f "%M" "$train" --restarts 1 --steps 1 --train-sequence
 extra=$(( (rss - base) * 1024 ))
 if [ "$extra" -lt $(( size * 13 / 10 )) ]; then ok "a $((size >> 20)) MiB data file adds $((extra >> 20)) MiB to the peak (at most 1.3x its size)"
 else bad "a $((size >> 20)) MiB data file adds $((extra >> 20)) MiB to the peak"; fi
+fi
 
 # 8. SIGPIPE and SIGHUP lose nothing; the log reaches the disk while training goes on
 "$train" "${C[@]}" --steps 3000 --log-every 1 --out pipe 2>&1 | head -n 2 >/dev/null

@@ -539,6 +539,48 @@ async function main() {
       return `${names.join(' + ')}; ${perf.fps_compare.toFixed(1)} FPS with both (SwiftShader, software rendering)`;
     });
 
+    await test('compare mode: the running forecast scores order the two models as their 10-seed study does', async () => {
+      const errs = [];
+      const o = await openPage(context, `${base}/index.html?compare=1`, errs);
+      await waitReady(o.page, o.t0);
+      const r = await o.page.evaluate(async () => {
+        const e = window.ekvae;
+        const study = await (await fetch('models/study.json')).json();
+        e.pause(true);
+        // 12 scripted starts around the circle, each 13 s under a torque that changes every 2 s
+        const acc = {};
+        const records = {};
+        for (let i = 0; i < 12; i++) {
+          e.reset(-Math.PI + (2 * Math.PI * i) / 12 + 0.1, ((i % 5) - 2) * 1.5);
+          for (let k = 0; k < 260; k++) {
+            if (k % 40 === 0) e.setTorque([2, -1, 0, -2, 1, 0.5, -0.5][(i + k / 40) % 7]);
+            e.step(1);
+          }
+          for (const m of e.state().models) {
+            const a = (acc[m.name] = acc[m.name] || { a10: 0, a30: 0, w: 0, n: 0 });
+            a.a10 += m.score.angle_err_10; a.a30 += m.score.angle_err_30; a.w += m.score.omega_err; a.n++;
+            records[m.name] = m.record;
+          }
+        }
+        for (const k in acc) { acc[k].a10 /= acc[k].n; acc[k].a30 /= acc[k].n; acc[k].w /= acc[k].n; }
+        return { study, acc, records };
+      });
+      const c = r.acc['pendulum-constrained.safetensors'], el = r.acc['pendulum-elbo.safetensors'];
+      check(c && el && c.n === 12 && el.n === 12, `scores: ${JSON.stringify(r.acc)}`);
+      for (const k of ['a10', 'a30', 'w']) check(Number.isFinite(c[k]) && Number.isFinite(el[k]), `non-finite score ${k}`);
+      check(r.records['pendulum-constrained.safetensors'] && r.records['pendulum-elbo.safetensors'], `records: ${JSON.stringify(r.records)}`);
+      // the study's medians of the angle error at 32 steps decide which model should forecast better
+      const mc = r.study.constrained.median_angle_err_32, me = r.study.elbo.median_angle_err_32;
+      const separated = Math.abs(mc - me) > 0.25 * Math.max(mc, me);
+      if (separated) check((mc < me) === (c.a30 < el.a30),
+        `the study's medians (${mc.toFixed(3)} vs ${me.toFixed(3)} rad at 32) and the page's 30-step scores (${c.a30.toFixed(3)} vs ${el.a30.toFixed(3)}) disagree`);
+      check(errs.length === 0, errs.join(' | '));
+      await o.page.close();
+      return `page, mean over 12 starts: constrained ${c.a10.toFixed(3)} / ${c.a30.toFixed(3)} rad at 10 / 30, velocity ${c.w.toFixed(3)}; ` +
+             `ELBO ${el.a10.toFixed(3)} / ${el.a30.toFixed(3)}, velocity ${el.w.toFixed(3)}; study medians at 32: ${mc.toFixed(3)} vs ${me.toFixed(3)}` +
+             (separated ? ' (ordering asserted)' : ' (the medians do not separate the objectives: ordering not asserted)');
+    });
+
     await test('10 minutes of simulated time in compare mode: no growth of wasm memory after warm-up', async () => {
       const errs = [];
       const o = await openPage(context, `${base}/index.html?compare=1`, errs);
