@@ -265,7 +265,8 @@ def slurm_script(runs, out, spec, spec_path):
 def slurm_states(job):
     """task id -> state from squeue (pending/running) and sacct (finished)."""
     st = {}
-    r = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "JobID,State"], capture_output=True, text=True)
+    r = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "JobID,State"], capture_output=True, text=True) \
+        if shutil.which("sacct") else subprocess.CompletedProcess([], 1, "", "")
     for line in r.stdout.split():
         jid, _, state = line.partition("|")
         if "_" in jid and "[" not in jid:
@@ -297,18 +298,21 @@ def run_slurm(runs, out, spec, spec_path, wait):
     if not wait:
         print(f"sweep: not waiting; see scripts/sweep.py {spec_path} --out {out} --status")
         return []
+    # squeue lists the array's tasks until they end (sacct needs an accounting database, which a
+    # small installation may not have): wait until none is left, then read the runs' own files
     t0 = time.time()
     last = ""
     while True:
         st = slurm_states(job)
-        live = [k for k, v in st.items() if v in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "SUSPENDED")]
-        summary = ", ".join(f"{v.lower()} {sum(1 for x in st.values() if x == v)}" for v in sorted(set(st.values())))
+        live = {k: v for k, v in st.items() if v in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "SUSPENDED")}
+        done = sum(1 for r in runs if os.path.exists(os.path.join(out, "runs", r["setting"], f"{r['objective']}-s{r['seed']}", "eval.json")))
+        summary = f"{sum(1 for v in live.values() if v == 'RUNNING')} running, {sum(1 for v in live.values() if v == 'PENDING')} pending, {done}/{len(runs)} runs done"
         if summary != last:
             print(f"sweep: array {job}: {summary} (elapsed {fmt_eta(time.time() - t0)})", flush=True)
             last = summary
-        if st and not live and len(st) >= len(runs):
+        if not live and time.time() - t0 > 2:
             break
-        time.sleep(2)
+        time.sleep(1)
     failed = []
     for run in runs:
         d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
@@ -323,7 +327,7 @@ def status(runs, out):
     jf = os.path.join(out, "slurm", "job_id")
     if os.path.exists(jf):
         job = open(jf).read().strip()
-        st = slurm_states(job) if shutil.which("sacct") else {}
+        st = slurm_states(job)
         print(f"Slurm array {job}: " + (", ".join(f"{k}: {v}" for k, v in sorted(st.items(), key=lambda x: int(x[0]))) or "no records"))
     for run in runs:
         d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")

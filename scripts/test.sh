@@ -5,6 +5,7 @@
 # 2. native build in build/ + ctest           (doctest unit tests, CLI tests)
 #    + the same suite under ASan/UBSan (scripts/test_sanitize.sh, build-asan/) and 15 s of
 #    libFuzzer per loader (scripts/fuzz.sh, build-fuzz/); see docs/robustness.md
+#    + scripts/sweep.py through a single-node Slurm against its local executor (tests/slurm_sweep_test.sh)
 # 3. wasm build in build-wasm/ (site in build-wasm/site/)
 # 4. browser test: headless Chromium on the built site (web/tests/page.test.mjs);
 #    screenshots in build-wasm/test-output/
@@ -40,6 +41,10 @@ scripts/test_sanitize.sh || failed+=("sanitize")
 
 step "fuzzing: each loader for 15 s under libFuzzer (build-fuzz/)"
 scripts/fuzz.sh 15 || failed+=("fuzz")
+
+step "sweeps on a single-node Slurm against the local executor (scripts/slurm_local.sh)"
+bash tests/slurm_sweep_test.sh "$build/native" || failed+=("slurm")
+scripts/slurm_local.sh stop || true
 
 step "wasm build ($wbuild/)"
 emcmake cmake -B "$wbuild"

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# scripts/sweep.py on a real (single-node) Slurm against the local executor:
+#   tests/slurm_sweep_test.sh BUILD_NATIVE_DIR
+# 1. a tiny sweep (2 objectives x 2 seeds x 50 steps) through a Slurm job array: every run
+#    executed as an array task (its log records SLURM_ARRAY_TASK_ID);
+# 2. the same sweep with --executor local: byte-identical models and the same table;
+# 3. a task killed mid-run (scancel) is resumed from its checkpoint by re-running the sweep,
+#    and ends byte-identical to an uninterrupted run.
+# Starts the local Slurm with scripts/slurm_local.sh (root or sudo needed).
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+export EKVAE_BIN=$(cd "$1" && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+ok() { echo "ok   $*"; pass=$((pass + 1)); }
+bad() { echo "FAIL $*"; fail=$((fail + 1)); }
+sweep() { /usr/bin/python3 "$top/scripts/sweep.py" "$@"; }
+
+"$top/scripts/slurm_local.sh" start || { bad "the local Slurm did not start"; echo "$pass passed, $fail failed"; exit 1; }
+
+tiny='"restarts": 1, "image_size": 8, "enc_hidden": [16], "dec_hidden": [16], "alpha_hidden": [8], "K": 2,
+      "train_sequences": 16, "test_sequences": 4, "batch": 4, "window": 8, "eval_every": 0, "threads": 1'
+cat > "$tmp/spec.json" <<EOF
+{"preset": "pendulum", "objectives": ["constrained", "elbo"], "seeds": [0, 1], "steps": 50,
+ "flags": {$tiny}, "eval": {"sequences": 8}}
+EOF
+
+# 1. through Slurm
+if sweep "$tmp/spec.json" --out "$tmp/slurm" --executor slurm >"$tmp/slurm.txt" 2>&1; then ok "sweep through Slurm: $(grep -c 'trained\|array' "$tmp/slurm.txt") progress lines"
+else bad "sweep through Slurm: $(tail -n 5 "$tmp/slurm.txt")"; fi
+n=0
+for d in "$tmp"/slurm/runs/default/*/; do
+  grep -qE "SLURM_ARRAY_TASK_ID=[0-9]+" "$d/sweep.log" && n=$((n + 1))
+done
+[ $n -eq 4 ] && ok "all 4 runs ran as Slurm array tasks (SLURM_ARRAY_TASK_ID in their logs)" || bad "$n of 4 runs logged an array task id"
+[ -s "$tmp/slurm/slurm/array.sh" ] && grep -q -- "--cpus-per-task=1" "$tmp/slurm/slurm/array.sh" && ok "array script with --cpus-per-task = threads" || bad "array.sh"
+
+# 2. the same sweep on this machine
+sweep "$tmp/spec.json" --out "$tmp/local" --executor local --jobs 2 >"$tmp/local.txt" 2>&1 || bad "local sweep: $(tail -n 5 "$tmp/local.txt")"
+same=0
+for d in "$tmp"/slurm/runs/default/*/; do
+  r=$(basename "$d")
+  cmp -s "$d/model.safetensors" "$tmp/local/runs/default/$r/model.safetensors" && same=$((same + 1))
+done
+[ $same -eq 4 ] && ok "local and Slurm executors: 4 byte-identical models" || bad "only $same of 4 models identical"
+/usr/bin/python3 - "$tmp/slurm/results.json" "$tmp/local/results.json" <<'PY' && ok "the same results table (every metric of every run and setting)" || bad "the results tables differ"
+import json, sys
+def strip(p):
+    r = json.load(open(p))
+    for x in r["runs"]:
+        x.pop("dir", None); x.pop("minutes", None)
+    for g in r["settings"]:
+        g.pop("minutes", None)
+    return r["runs"], r["settings"]
+sys.exit(0 if strip(sys.argv[1]) == strip(sys.argv[2]) else 1)
+PY
+
+# 3. a task killed mid-run resumes when the sweep is run again
+cat > "$tmp/long.json" <<EOF
+{"preset": "pendulum", "objectives": ["constrained"], "seeds": [0, 1], "steps": 100000,
+ "flags": {$tiny, "checkpoint_minutes": 0.01}, "eval": {"sequences": 8}}
+EOF
+sweep "$tmp/long.json" --out "$tmp/kill" --executor slurm --no-wait >"$tmp/kill.txt" 2>&1
+job=$(cat "$tmp/kill/slurm/job_id" 2>/dev/null)
+ck=$tmp/kill/runs/default/constrained-s0/checkpoint.safetensors
+for _ in $(seq 300); do [ -s "$ck" ] && break; sleep 0.1; done
+if [ -n "$job" ] && [ -s "$ck" ] && squeue -h -j "$job" -r | grep -q .; then
+  scancel "${job}_0"
+  for _ in $(seq 600); do squeue -h -j "$job" -r | grep -q . || break; sleep 0.2; done
+  if [ ! -f "$tmp/kill/runs/default/constrained-s0/eval.json" ]; then ok "task 0 cancelled mid-run (a checkpoint, no eval.json)"
+  else bad "task 0 finished before it was cancelled"; fi
+  sweep "$tmp/long.json" --out "$tmp/kill" --executor slurm >"$tmp/kill2.txt" 2>&1 || bad "re-run: $(tail -n 5 "$tmp/kill2.txt")"
+  grep -q -- "--resume" "$tmp/kill/runs/default/constrained-s0/sweep.log" && ok "the re-run resumed task 0 from its checkpoint" || bad "task 0 was not resumed"
+  sweep "$tmp/long.json" --out "$tmp/ref" --executor local --jobs 2 >/dev/null 2>&1
+  cmp -s "$tmp/kill/runs/default/constrained-s0/model.safetensors" "$tmp/ref/runs/default/constrained-s0/model.safetensors" &&
+    ok "the resumed run's model is byte-identical to an uninterrupted run" || bad "the resumed model differs from the uninterrupted one"
+else
+  bad "could not catch task 0 running (job '$job', checkpoint $( [ -s "$ck" ] && echo yes || echo no))"
+fi
+st=$(sweep "$tmp/spec.json" --out "$tmp/slurm" --status 2>&1)
+[ "$(echo "$st" | grep -c ': done$')" -eq 4 ] && ok "--status lists the 4 runs as done" || bad "--status: $st"
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
