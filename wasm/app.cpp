@@ -682,7 +682,7 @@ void draw_forecast_section(App & app, int k, ImVec2 p0, ImVec2 size) {
     // the angle plot, and the velocity plot under it when there is room
     const float rest = p0.y + size.y - y;
     const bool last = k + 1 == n_streams(app);
-    if (rest > (n_streams(app) > 1 ? 150 : 300)) { // compare mode keeps the velocity plots
+    if (rest > (n_streams(app) > 1 ? 100 : 300)) { // compare mode keeps the velocity plots
         const float ha = std::floor(rest * 0.62f);
         draw_time_plot(app, k, ImVec2(p0.x, y), ImVec2(size.x, ha), false, false);
         draw_time_plot(app, k, ImVec2(p0.x, y + ha + 4), ImVec2(size.x, rest - ha - 4), last, true);
@@ -759,6 +759,7 @@ void draw_controls(App & app) {
     auto record_and_score = [&](int slot) {
         const ModelStream & st = app.streams[slot];
         if (!has_model(st)) return;
+        ImGui::PushTextWrapPos(0.f);
         if (!st.record.empty()) ImGui::TextDisabled("%s", st.record.c_str());
         if (app.opt.compare) {
             const StreamScore sc = stream_score(st);
@@ -768,6 +769,7 @@ void draw_controls(App & app) {
             else if (sc.n10 > 0)
                 ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kStreamCol[slot]), "last 10 s: angle err %.2f rad @10, vel err %.2f", sc.angle10, sc.omega);
         }
+        ImGui::PopTextWrapPos();
     };
     record_and_score(0);
     bool cmp = app.opt.compare;
