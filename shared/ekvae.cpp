@@ -875,9 +875,9 @@ void Trainer::begin_start(int k) {
     tapes.clear();
 }
 
-HeldOut heldout_objective(Ekvae<float> & m, const Dataset & d, int max_sequences) {
+HeldOut heldout_objective(Ekvae<float> & m, const Dataset & d, int max_sequences, uint64_t noise_seed) {
     Tape<float> t;
-    Rng rng(77);
+    Rng rng(noise_seed);
     Mat<float> X, U;
     const int N = std::min(d.N, max_sequences), chunk = 50;
     double Dsum = 0, Rsum = 0;
@@ -1340,24 +1340,10 @@ void evaluate(Ekvae<float> & m, const Dataset & d, EvalMetrics & e, bool fit, ui
         }
     }
     // ELBO, distortion, rate per time step on whole sequences (a fixed noise seed)
-    {
-        Tape<float> t;
-        Rng rng(seed + 77);
-        Mat<float> X, U;
-        const int chunk = 50;
-        double Dsum = 0, Rsum = 0;
-        for (int c0 = 0; c0 < N; c0 += chunk) {
-            const int B = std::min(chunk, N - c0);
-            sequences_batch(d, c0, B, 0, d.T, X, U);
-            t.reset();
-            EkvaeTerms r = ekvae_objective(t, m, X, U, B, d.T, rng, LossWeights::elbo());
-            Dsum += t.scalar(r.D) * B;
-            Rsum += t.scalar(r.R) * B;
-        }
-        e.distortion = Dsum / N;
-        e.rate = Rsum / N;
-        e.elbo = -(e.distortion + e.rate);
-    }
+    const HeldOut h = heldout_objective(m, d, N, seed + 77);
+    e.distortion = h.D;
+    e.rate = h.R;
+    e.elbo = -(e.distortion + e.rate);
 }
 
 std::string metrics_to_json(const EvalMetrics & e, int indent) {

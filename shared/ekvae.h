@@ -269,11 +269,11 @@ struct StepStats {
 // The held-out objective that chooses among starts, from images and actions only: the
 // distortion and rate on the first (up to) 100 sequences of d with fixed noise, and the score
 // R + max(0, D - D0) for "constrained" (the rate at the distortion bound), R + D (-ELBO) for
-// "elbo". Lower is better.
+// "elbo". Lower is better. (evaluate() reports the same D and R on its whole test set.)
 struct HeldOut {
     double D = 0, R = 0, score = 0;
 };
-HeldOut heldout_objective(Ekvae<float> & m, const Dataset & d, int max_sequences = 100);
+HeldOut heldout_objective(Ekvae<float> & m, const Dataset & d, int max_sequences = 100, uint64_t noise_seed = 77);
 // The learning rate at a step (1-based) of the schedule.
 double lr_at(const EkvaeConfig & cfg, int64_t step);
 
