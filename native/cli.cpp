@@ -70,6 +70,11 @@ bool read_all(int fd, const std::string & path, uint8_t * out, size_t size, std:
     return true;
 }
 
+std::string base_of(const std::string & path) {
+    const size_t slash = path.find_last_of('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
 std::string dir_of(const std::string & path) {
     size_t slash = path.find_last_of('/');
     if (slash == std::string::npos) return ".";
@@ -106,7 +111,7 @@ bool check_output_path(const std::string & path, std::string & err) {
         return false;
     }
     const std::string dir = dir_of(path);
-    const std::string base = path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
+    const std::string base = base_of(path);
     long name_max = ::pathconf(dir.c_str(), _PC_NAME_MAX);
     if (name_max <= 0) name_max = 255;
     struct stat st;
@@ -137,7 +142,7 @@ bool write_file_atomic(const std::string & path, const std::vector<uint8_t> & by
                        std::string & err) {
     if (!check_output_path(path, err)) return false;
     const std::string dir = dir_of(path);
-    const std::string base = path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
+    const std::string base = base_of(path);
     // an exclusive, never-followed temporary with a random name in the target's directory
     std::string tmp;
     int fd = -1;
@@ -151,7 +156,7 @@ bool write_file_atomic(const std::string & path, const std::vector<uint8_t> & by
     for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
         std::string suffix;
         for (int i = 0; i < 6; i++) { suffix += kAlpha[r % 62]; r = r * 6364136223846793005ULL + 1442695040888963407ULL; r ^= r >> 29; }
-        tmp = (dir == "." && path.find('/') == std::string::npos ? std::string() : dir + "/") + "." + base + "." + suffix + ".tmp";
+        tmp = path.substr(0, path.size() - base.size()) + "." + base + "." + suffix + ".tmp"; // beside the target
         fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd < 0 && errno != EEXIST) { err = os_error("cannot write", tmp); return false; }
     }
