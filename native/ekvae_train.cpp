@@ -382,8 +382,9 @@ static int run(int argc, char ** argv) {
                                   {"angle_err_10", r7(p.angle_err_10)}, {"angle_err_32", r7(p.angle_err_32)}}}};
             if (cfg.restarts > 1) pj["start"] = tr.choosing() ? tr.start : tr.best_start; // the model probed
             std::fprintf(log, "%s\n", pj.dump().c_str());
-            say("%sprobe at step %lld: r2 cos %.3f sin %.3f omega %.3f (k-NN omega %.3f), angle error %.3f @10 %.3f @32\n",
-                         tty ? "\n" : "", (long long)tr.step, p.r2_cos, p.r2_sin, p.r2_omega, p.r2knn_omega, p.angle_err_10, p.angle_err_32);
+            const std::string of = cfg.restarts > 1 ? " (start " + std::to_string((tr.choosing() ? tr.start : tr.best_start) + 1) + ")" : "";
+            say("%sprobe at step %lld%s: r2 cos %.3f sin %.3f omega %.3f (k-NN omega %.3f), angle error %.3f @10 %.3f @32\n",
+                tty ? "\n" : "", (long long)tr.step, of.c_str(), p.r2_cos, p.r2_sin, p.r2_omega, p.r2knn_omega, p.angle_err_10, p.angle_err_32);
         }
         const double done_steps = (double)(tr.step - step0);
         const double eta_steps = target == INT64_MAX ? 1e300 : (double)(target - tr.step) / std::max(ema_sps, 1e-9);
