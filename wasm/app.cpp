@@ -844,8 +844,6 @@ double config_params(const ekvae::EkvaeConfig & c) {
            (double)c.n_z * c.n_z * c.K + (double)c.n_z * c.n_u * c.K;
 }
 
-bool all_finite(const Mat<float> & m) { return m.allFinite(); }
-
 } // namespace
 
 bool parse_app_args(int argc, char ** argv, AppOptions & opt, std::vector<std::string> & rest, std::string & err) {
