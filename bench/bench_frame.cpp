@@ -76,11 +76,11 @@ int main(int argc, char ** argv) {
         render_pendulum(s.theta, W, x.data());
         const Mat<float> U = Mat<float>::Constant(1, H, (float)u);
         const auto t0 = clk::now();
-        filter_step(tape, m, z, P, f == 0, (float)u, &x);
-        if (m.has_readout) sink += readout(m, z, P).theta;
+        filter_step(tape, m, z, P, f == 0, Mat<float>(Mat<float>::Constant(1, 1, (float)u)), &x);
+        if (m.has_readout) sink += readout(m, z, P).value[0];
         forecast(tape, m, z, P, U, zs, Ps, &images);
         if (m.has_readout)
-            for (int k = 0; k < H; k++) sink += readout(m, zs, Ps, k).theta;
+            for (int k = 0; k < H; k++) sink += readout(m, zs, Ps, k).value[0];
         const double dt = std::chrono::duration<double, std::milli>(clk::now() - t0).count();
         if (f >= warmup) ms.push_back(dt);
         sink += images(0, 0);

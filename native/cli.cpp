@@ -16,6 +16,9 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__SSE3__)
+#include <pmmintrin.h>
+#endif
 
 namespace ekvae {
 
@@ -390,6 +393,13 @@ bool Args::get_double(const std::string & name, double & x, double lo, double hi
 void usage_error(const std::string & message, const std::string & usage) {
     std::fprintf(stderr, "error: %s\n%s\n", message.c_str(), usage.c_str());
     std::exit(2);
+}
+
+void flush_denormals() {
+#if defined(__SSE3__)
+    _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
+    _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+#endif
 }
 
 } // namespace ekvae

@@ -80,8 +80,11 @@ static std::vector<std::string> split_commas(const std::string & s) {
 
 static void print_metrics(const std::string & path, const EvalMetrics & e, double secs) {
     std::printf("%s on %d test sequences (%.1f s)\n", path.c_str(), e.sequences, secs);
-    std::printf("  r2 linear   cos %.3f  sin %.3f  omega %.3f\n", e.r2_cos, e.r2_sin, e.r2_omega);
-    std::printf("  r2 k-NN     cos %.3f  sin %.3f  omega %.3f\n", e.r2knn_cos, e.r2knn_sin, e.r2knn_omega);
+    std::printf("  r2 linear ");
+    for (size_t k = 0; k < e.targets.size(); k++) std::printf("  %s %.3f", e.targets[k].c_str(), e.r2[k]);
+    std::printf("\n  r2 k-NN   ");
+    for (size_t k = 0; k < e.targets.size(); k++) std::printf("  %s %.3f", e.targets[k].c_str(), e.r2_knn[k]);
+    std::printf("\n");
     std::printf("  horizon            ");
     for (int h : e.horizons) std::printf("%8d", h);
     std::printf("\n  forecast MSE       ");
@@ -92,13 +95,22 @@ static void print_metrics(const std::string & path, const EvalMetrics & e, doubl
     for (double v : e.forecast_angle_err) std::printf("%8.3f", v);
     std::printf("\n  baseline angle err ");
     for (double v : e.baseline_angle_err) std::printf("%8.3f", v);
+    if (e.angle_names.size() > 1)
+        for (size_t a = 0; a < e.angle_names.size(); a++) {
+            std::printf("\n    %-8.8s fc/base", e.angle_names[a].c_str());
+            for (int h : e.horizons) std::printf(" %.2f/%.2f", e.angle_err_by_angle[a][h - 1], e.baseline_by_angle[a][h - 1]);
+        }
+    std::printf("\n  forecast vel. err  ");
+    for (double v : e.forecast_velocity_err) std::printf("%8.3f", v);
+    std::printf("\n  baseline vel. err  ");
+    for (double v : e.baseline_velocity_err) std::printf("%8.3f", v);
     std::printf("\n  per time step: elbo %.3f  distortion %.3f  rate %.3f\n", e.elbo, e.distortion, e.rate);
 }
 
 // ---- figures ---------------------------------------------------------------------------------
 
-constexpr int kFilterSteps = 16;  // frames filtered before the open-loop forecast (as in evaluate)
-constexpr int kHorizon = 32;      // forecast steps
+constexpr int kFilterSteps = kForecastFilterSteps; // frames filtered before the open-loop forecast (eval.h)
+constexpr int kHorizon = kForecastHorizon;         // forecast steps
 constexpr int kStripSequences = 3;
 constexpr int kLatentSequences = 100;
 
@@ -124,13 +136,6 @@ static void write_npy(const std::string & dir, const std::string & name, const s
     if (!write_file_atomic(dir + "/" + name, npy_bytes(data, shape), err)) usage_error(err, kUsage);
 }
 
-// Decoded mean images of a = H z for latent means z [n_z, N] -> [D, N].
-static Mat<float> decode_latent(Tape<float> & t, Ekvae<float> & m, const Mat<float> & z) {
-    const Eigen::Map<const Mat<float>> H(m.H->value.data(), m.cfg.n_a, m.cfg.n_z);
-    const Mat<float> a = H * z;
-    return decode(t, m, a);
-}
-
 // Appends the image column img [D] to out.
 static void append_image(std::vector<float> & out, const float * img, int D) { out.insert(out.end(), img, img + D); }
 
@@ -144,8 +149,8 @@ static json figure_data(Ekvae<float> & m, const Dataset & d, int index, const st
     // latent: smoothed means over whole test sequences
     const int nl = std::min(d.N, kLatentSequences);
     std::vector<float> z((size_t)nl * d.T * nz);
-    for (int c0 = 0; c0 < nl; c0 += 50) {
-        const int B = std::min(50, nl - c0);
+    for (int c0 = 0; c0 < nl; c0 += kEvalChunk) {
+        const int B = std::min(kEvalChunk, nl - c0);
         sequences_batch(d, c0, B, 0, d.T, X, U);
         infer_sequences(t, m, X, U, B, d.T, true, post);
         for (int b = 0; b < B; b++)
@@ -161,14 +166,15 @@ static json figure_data(Ekvae<float> & m, const Dataset & d, int index, const st
     infer_sequences(t, m, X, U, S, F, true, post);
     Mat<float> zs_smooth(nz, (Eigen::Index)F * S), zs_filt(nz, (Eigen::Index)kFilterSteps * S);
     for (int k = 0; k < F; k++) zs_smooth.middleCols((Eigen::Index)k * S, S) = post.ms[k];
-    const Mat<float> rec = decode_latent(t, m, zs_smooth); // [D, F*S]
+    const Mat<float> rec = decode_states(t, m, zs_smooth); // [D, F*S]
     const Mat<float> Xf = X.leftCols((Eigen::Index)kFilterSteps * S), Uh = U.leftCols((Eigen::Index)kFilterSteps * S);
     infer_sequences(t, m, Xf, Uh, S, kFilterSteps, false, post);
     for (int k = 0; k < kFilterSteps; k++) zs_filt.middleCols((Eigen::Index)k * S, S) = post.m[k];
-    const Mat<float> filt = decode_latent(t, m, zs_filt);
-    Mat<float> Uf(1, (Eigen::Index)kHorizon * S), zs, Ps, imgs;
+    const Mat<float> filt = decode_states(t, m, zs_filt);
+    Mat<float> Uf(d.U, (Eigen::Index)kHorizon * S), zs, Ps, imgs;
     for (int k = 0; k < kHorizon; k++)
-        for (int b = 0; b < S; b++) Uf(0, (Eigen::Index)k * S + b) = d.action(b, kFilterSteps - 1 + k);
+        for (int b = 0; b < S; b++)
+            for (int j = 0; j < d.U; j++) Uf(j, (Eigen::Index)k * S + b) = d.action(b, kFilterSteps - 1 + k, j);
     forecast(t, m, post.m[kFilterSteps - 1], post.P[kFilterSteps - 1], Uf, zs, Ps, &imgs);
     for (int b = 0; b < S; b++)
         for (int k = 0; k < F; k++) {
@@ -191,10 +197,9 @@ static std::string write_figure_data(const std::string & dir, const std::vector<
     std::vector<float> states, truth;
     for (int n = 0; n < nl; n++)
         for (int k = 0; k < d.T; k++) {
-            states.push_back(d.theta(n, k));
-            states.push_back(d.omega(n, k));
+            for (int i = 0; i < d.S; i++) states.push_back(d.state(n, k, i));
         }
-    write_npy(dir, "states.npy", states, {nl * d.T, 2});
+    write_npy(dir, "states.npy", states, {nl * d.T, d.S});
     for (int n = 0; n < S; n++)
         for (int k = 0; k < F; k++) append_image(truth, d.image(n, k), d.W * d.W);
     write_npy(dir, "true.npy", truth, {S, F, d.W, d.W});
@@ -204,6 +209,9 @@ static std::string write_figure_data(const std::string & dir, const std::vector<
     j["filter_steps"] = kFilterSteps;
     j["horizon"] = kHorizon;
     j["states"] = "states.npy";
+    j["world"] = d.world().name;
+    j["state_names"] = d.world().state_names;
+    j["angles"] = d.world().angle;
     j["true"] = "true.npy";
     j["models"] = json::array();
     for (size_t i = 0; i < models.size(); i++) {
@@ -299,6 +307,9 @@ static int run(int argc, char ** argv) {
             std::fprintf(stderr, "error: %s: %s\n", path.c_str(), err.c_str());
             return 1;
         }
+        if (models.back()->cfg.world != models[0]->cfg.world)
+            usage_error(path + " is a model of the " + models.back()->cfg.world + " world but " + model_paths[0] + " of the " +
+                            models[0]->cfg.world + ": models compared together need the same world", kUsage);
         if (models.back()->cfg.image_size != models[0]->cfg.image_size)
             usage_error(path + " expects " + std::to_string(models.back()->cfg.image_size) + "x" +
                             std::to_string(models.back()->cfg.image_size) + " images but " + model_paths[0] + " expects " +
@@ -322,6 +333,7 @@ static int run(int argc, char ** argv) {
         dc.steps = 64;
         dc.image_size = image_size;
         dc.seed = seed;
+        dc.world = models[0]->world;
         // the test set, the smoothed means and the k-NN fits, estimated before allocating
         const double need = (double)sequences * 64 * ((double)image_size * image_size * 4 + 64) + 64e6;
         const double have = (double)physical_memory_bytes();
@@ -335,7 +347,12 @@ static int run(int argc, char ** argv) {
         usage_error("the data has " + std::to_string(d.W) + "x" + std::to_string(d.W) + " images but the model expects " +
                         std::to_string(image_size) + "x" + std::to_string(image_size) +
                         " (generate data with ekvae_data --image-size " + std::to_string(image_size) + ")", kUsage);
-    if (d.T < 48) usage_error("the test sequences have " + std::to_string(d.T) + " steps; the forecast metrics need at least 48", kUsage);
+    if (d.world().name != models[0]->cfg.world)
+        usage_error("the data holds the " + d.world().name + " world but the model is for the " + models[0]->cfg.world +
+                        " (generate data with ekvae_data --preset " + models[0]->cfg.world + ")", kUsage);
+    if (d.T < kForecastSequenceSteps)
+        usage_error("the test sequences have " + std::to_string(d.T) + " steps; the forecast metrics need at least " +
+                        std::to_string(kForecastSequenceSteps), kUsage);
     if (d.N < 2) usage_error("the test set needs at least 2 sequences", kUsage);
     if (figures) { // mkdir -p, then every file it will write must be writable
         for (size_t i = 1; i <= fig_dir.size(); i++) {

@@ -1,6 +1,6 @@
-// ekvae_train: trains an EKVAE on pendulum image sequences.
+// ekvae_train: trains an EKVAE on image sequences of a world (the pendulum, the two-link arm).
 //
-//   ekvae_train [--preset pendulum] [--config FILE.json] [--objective constrained|elbo] [--seed S]
+//   ekvae_train [--preset pendulum|arm] [--config FILE.json] [--objective constrained|elbo] [--seed S]
 //               [--minutes M | --steps N] [--data FILE.safetensors] [--out DIR] [--resume]
 //               [--threads N] [--<any config key> VALUE]
 //
@@ -27,7 +27,7 @@ using namespace ekvae;
 using json = nlohmann::json;
 
 static const char * kUsage =
-    "usage: ekvae_train [--preset pendulum] [--config FILE.json] [--objective constrained|elbo] [--seed S]\n"
+    "usage: ekvae_train [--preset pendulum|arm] [--config FILE.json] [--objective constrained|elbo] [--seed S]\n"
     "                   [--minutes M | --steps N] [--data FILE.safetensors] [--out DIR] [--resume] [--threads N]\n"
     "                   [--<config key> VALUE ...]   (--help for details)";
 
@@ -115,31 +115,19 @@ static std::string fmt_time(double s) {
     return buf;
 }
 
-struct Probe {
-    double r2_cos, r2_sin, r2_omega, r2knn_cos, r2knn_sin, r2knn_omega, angle_err_10, angle_err_32;
-};
-
 // Probes on held-out sequences during training: r2 of smoothed means (a at the encoder mean)
 // and the forecast angle errors at horizons 10 and 32, on the first 60 test sequences cut to
 // 48 steps (the same metrics as ekvae_eval on fewer, shorter sequences).
-static Probe probe(Ekvae<float> & m, const Dataset & test) {
-    Dataset cut;
-    cut.N = std::min(test.N, 60);
-    cut.T = std::min(test.T, 48);
-    cut.W = test.W;
-    for (int n = 0; n < cut.N; n++)
-        for (int k = 0; k < cut.T; k++) {
-            const float * img = test.image(n, k);
-            cut.images.insert(cut.images.end(), img, img + test.W * test.W);
-            cut.actions.push_back(test.action(n, k));
-            cut.states.push_back(test.theta(n, k));
-            cut.states.push_back(test.omega(n, k));
-        }
+static EvalMetrics probe(Ekvae<float> & m, const Dataset & test) {
+    const Dataset cut = dataset_slice(test, std::min(test.N, 60), std::min(test.T, kForecastSequenceSteps));
     EvalMetrics e;
     evaluate(m, cut, e, false, 0);
-    const double a10 = e.forecast_angle_err.size() == 5 ? e.forecast_angle_err[2] : NAN;
-    const double a32 = e.forecast_angle_err.size() == 5 ? e.forecast_angle_err[4] : NAN;
-    return {e.r2_cos, e.r2_sin, e.r2_omega, e.r2knn_cos, e.r2knn_sin, e.r2knn_omega, a10, a32};
+    return e;
+}
+static double at_horizon(const EvalMetrics & e, const std::vector<double> & v, int h) {
+    for (size_t i = 0; i < e.horizons.size() && i < v.size(); i++)
+        if (e.horizons[i] == h) return v[i];
+    return NAN;
 }
 
 // The memory a run needs, estimated before anything large is allocated: the training and
@@ -148,7 +136,7 @@ static Probe probe(Ekvae<float> & m, const Dataset & test) {
 static double estimate_run_bytes(const EkvaeConfig & c, int64_t data_file_bytes) {
     const double D = (double)c.image_size * c.image_size;
     const double train_imgs = data_file_bytes > 0 ? (double)data_file_bytes : (double)c.train_sequences * c.sequence_steps * D * 4;
-    const double test_imgs = (double)c.test_sequences * std::max(c.sequence_steps, 48) * D * 4;
+    const double test_imgs = (double)c.test_sequences * std::max(c.sequence_steps, kForecastSequenceSteps) * D * 4;
     double hidden = 0;
     for (int h : c.enc_hidden) hidden += h;
     for (int h : c.dec_hidden) hidden += h;
@@ -171,6 +159,7 @@ static int run(int argc, char ** argv) {
                     "along a cosine from step 22000 to 0.1x at 30000; lambda follows the authors' rule. Deterministic for a\n"
                     "seed and a thread count; about 3.5 minutes with --threads 2 on 2 cores. --restarts 1 for one start.\n"
                     "A directory that holds a run is continued with --resume or started over with --force.\n\n"
+                    "Worlds: --preset pendulum (the default) or --preset arm (two-link arm, two torques, 24x24 frames).\n\n"
                     "Config keys (set with --key value, dashes or underscores; defaults of the 'pendulum' preset):\n%s\n",
                     kUsage, config_to_json(EkvaeConfig{}).c_str());
         return 0;
@@ -183,7 +172,7 @@ static int run(int argc, char ** argv) {
     // ---- resolve the config: preset < config file < flags --------------------------------
     EkvaeConfig cfg;
     const std::string preset = args.get_string("preset", "pendulum");
-    if (!config_preset(preset, cfg)) usage_error("unknown preset '" + preset + "' (available: pendulum)", kUsage);
+    if (!config_preset(preset, cfg)) usage_error("unknown preset '" + preset + "' (available: pendulum, arm)", kUsage);
     std::vector<std::pair<std::string, std::string>> overrides;
     if (args.has("config")) {
         std::vector<uint8_t> bytes;
@@ -205,8 +194,8 @@ static int run(int argc, char ** argv) {
         usage_error("'" + out + "' already holds a run: add --resume to continue it, --force to start it over (its log, "
                     "checkpoint and model are replaced), or choose another --out", kUsage);
     Trainer tr;
-    Dataset train, test;
-    tr.validation = &test; // held-out images for choosing among starts (filled below, before any step)
+    tr.thread_setup = flush_denormals;
+    Dataset train, test; // test: held-out images for choosing among starts (filled below, before any step)
     const std::string ck_path = out + "/checkpoint.safetensors";
     const std::string model_path = out + "/model.safetensors";
     const std::string log_path = out + "/train.jsonl";
@@ -219,22 +208,15 @@ static int run(int argc, char ** argv) {
     if (resume) {
         std::vector<uint8_t> bytes;
         if (!read_file(ck_path, bytes, err)) usage_error("--resume: " + err + " (train into --out DIR first)", kUsage);
-        if (!tr.restore(bytes.data(), bytes.size(), err)) usage_error("--resume: " + ck_path + ": " + err, kUsage);
         // the run continues with the checkpoint's config; only run-control keys may change
-        const std::vector<std::string> run_keys = {"train_minutes", "train_steps", "threads", "checkpoint_minutes", "log_every", "eval_every", "data"};
-        EkvaeConfig c = tr.cfg;
-        for (auto & [k, v] : overrides) {
-            EkvaeConfig same = c;
-            if (!config_set(same, k, v, err)) usage_error(err, kUsage);
-            if (config_to_json(same) == config_to_json(c)) continue; // the value it already has
-            if (std::find(run_keys.begin(), run_keys.end(), k) == run_keys.end())
-                usage_error("--" + dashed(k) + (args.has(dashed(k)) ? "" : " (from --config)") +
-                                " cannot change when resuming (the run keeps its checkpoint's config)", kUsage);
-            c = same;
+        if (!args.has("minutes") && args.has("steps")) overrides.push_back({"train_minutes", "0"});
+        std::string refused;
+        if (!tr.resume(bytes.data(), bytes.size(), overrides, &test, err, &refused)) {
+            if (refused.empty()) usage_error("--resume: " + ck_path + ": " + err, kUsage);
+            usage_error("--" + dashed(refused) + (args.has(dashed(refused)) ? "" : " (from --config)") +
+                            " cannot change when resuming (the run keeps its checkpoint's config)", kUsage);
         }
-        if (!args.has("minutes") && args.has("steps")) c.train_minutes = 0;
-        tr.cfg = c;
-        tr.replicas.clear();
+        const EkvaeConfig c = tr.cfg();
         cfg = c;
     } else {
         for (auto & [k, v] : overrides)
@@ -270,17 +252,23 @@ static int run(int argc, char ** argv) {
             usage_error("--data " + cfg.data + " has " + std::to_string(train.W) + "x" + std::to_string(train.W) +
                             " images but the model expects image_size " + std::to_string(cfg.image_size) +
                             " (pass --image-size " + std::to_string(train.W) + " or regenerate the data)", kUsage);
+        if (train.world().name != cfg.world)
+            usage_error("--data " + cfg.data + " holds the " + train.world().name + " world but the model is for the " + cfg.world +
+                            " (pass --preset " + train.world().name + " or other data)", kUsage);
         if (train.T < cfg.window)
             usage_error("--data " + cfg.data + " has sequences of " + std::to_string(train.T) + " steps, shorter than --window " + std::to_string(cfg.window), kUsage);
     } else {
         DatasetConfig dc;
         dc.sequences = cfg.train_sequences; dc.steps = cfg.sequence_steps; dc.image_size = cfg.image_size; dc.seed = (uint64_t)cfg.train_seed;
+        dc.world = make_world(cfg.world);
         if (!validate_dataset_config(dc, err)) usage_error(err, kUsage);
         train = generate_dataset(dc);
     }
     {
         DatasetConfig dc;
-        dc.sequences = cfg.test_sequences; dc.steps = std::max(cfg.sequence_steps, 48); dc.image_size = cfg.image_size; dc.seed = (uint64_t)cfg.test_seed;
+        dc.sequences = cfg.test_sequences; dc.steps = std::max(cfg.sequence_steps, kForecastSequenceSteps); dc.image_size = cfg.image_size;
+        dc.seed = (uint64_t)cfg.test_seed;
+        dc.world = make_world(cfg.world);
         if (!validate_dataset_config(dc, err)) usage_error(err, kUsage);
         test = generate_dataset(dc);
     }
@@ -374,17 +362,30 @@ static int run(int argc, char ** argv) {
             consecutive_bad = 0;
         }
         if (cfg.eval_every > 0 && tr.step % cfg.eval_every == 0) {
-            const Probe p = probe(tr.model, test);
+            const EvalMetrics p = probe(tr.model, test);
             const double el = std::chrono::duration<double>(clk::now() - t_start).count();
-            json pj = {{"step", tr.step}, {"time_s", r7(el)},
-                       {"probe", {{"r2_cos", r7(p.r2_cos)}, {"r2_sin", r7(p.r2_sin)}, {"r2_omega", r7(p.r2_omega)},
-                                  {"r2knn_cos", r7(p.r2knn_cos)}, {"r2knn_sin", r7(p.r2knn_sin)}, {"r2knn_omega", r7(p.r2knn_omega)},
-                                  {"angle_err_10", r7(p.angle_err_10)}, {"angle_err_32", r7(p.angle_err_32)}}}};
-            if (cfg.restarts > 1) pj["start"] = tr.choosing() ? tr.start : tr.best_start; // the model probed
+            const double a10 = at_horizon(p, p.forecast_angle_err, 10), a32 = at_horizon(p, p.forecast_angle_err, 32);
+            json pr = json::object();
+            std::string r2s, knns;
+            for (size_t k = 0; k < p.targets.size(); k++) {
+                pr["r2_" + p.targets[k]] = r7(p.r2[k]);
+                pr["r2knn_" + p.targets[k]] = r7(p.r2_knn[k]);
+                char buf[64];
+                std::snprintf(buf, sizeof buf, "%s%s %.3f", r2s.empty() ? "" : " ", p.targets[k].c_str(), p.r2[k]);
+                r2s += buf;
+                if (p.targets[k].rfind("cos", 0) != 0 && p.targets[k].rfind("sin", 0) != 0) { // the velocities
+                    std::snprintf(buf, sizeof buf, "%s%s %.3f", knns.empty() ? "" : " ", p.targets[k].c_str(), p.r2_knn[k]);
+                    knns += buf;
+                }
+            }
+            pr["angle_err_10"] = r7(a10);
+            pr["angle_err_32"] = r7(a32);
+            json pj = {{"step", tr.step}, {"time_s", r7(el)}, {"probe", pr}};
+            if (cfg.restarts > 1) pj["start"] = tr.choosing() ? tr.start() : tr.best_start(); // the model probed
             std::fprintf(log, "%s\n", pj.dump().c_str());
-            const std::string of = cfg.restarts > 1 ? " (start " + std::to_string((tr.choosing() ? tr.start : tr.best_start) + 1) + ")" : "";
-            say("%sprobe at step %lld%s: r2 cos %.3f sin %.3f omega %.3f (k-NN omega %.3f), angle error %.3f @10 %.3f @32\n",
-                tty ? "\n" : "", (long long)tr.step, of.c_str(), p.r2_cos, p.r2_sin, p.r2_omega, p.r2knn_omega, p.angle_err_10, p.angle_err_32);
+            const std::string of = cfg.restarts > 1 ? " (start " + std::to_string((tr.choosing() ? tr.start() : tr.best_start()) + 1) + ")" : "";
+            say("%sprobe at step %lld%s: r2 %s (k-NN %s), angle error %.3f @10 %.3f @32\n", tty ? "\n" : "", (long long)tr.step,
+                of.c_str(), r2s.c_str(), knns.c_str(), a10, a32);
         }
         const double done_steps = (double)(tr.step - step0);
         const double eta_steps = target == INT64_MAX ? 1e300 : (double)(target - tr.step) / std::max(ema_sps, 1e-9);
@@ -416,9 +417,10 @@ static int run(int argc, char ** argv) {
         rc = 128 + g_signal;
     }
     if (tr.choosing())
-        say("note: stopped while choosing among starts (start %d of %d); --resume continues the choice\n", tr.start + 1, cfg.restarts);
-    // the read-out z -> (cos, sin, omega) from the training data, then the model file
-    fit_readout(tr.model, train, 200);
+        say("note: stopped while choosing among starts (start %d of %d); --resume continues the choice\n", tr.start() + 1, cfg.restarts);
+    // the read-out z -> the world's targets (pendulum: cos, sin, omega) from the training data,
+    // then the model file
+    fit_readout(tr.model, train, kReadoutSequences);
     if (!save_checkpoint()) return 1;
     SafeTensors st;
     ekvae_to_safetensors(tr.model, st);

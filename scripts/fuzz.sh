@@ -4,24 +4,18 @@
 #   scripts/fuzz.sh [SECONDS]        SECONDS per target (default 15, ~1 minute in all)
 #   EKVAE_FUZZ_MERGE=1 scripts/fuzz.sh 600   also merge inputs reaching new code into
 #                                            tests/fuzz/corpus/<target>/ (the committed corpus)
-# Builds build-fuzz/ (EKVAE_FUZZ_BUILD_DIR) with -DEKVAE_FUZZ=ON. Each run starts from the
-# committed corpus plus what earlier runs found (build-fuzz/fuzz-corpus/<target>/); crashing
-# inputs land in build-fuzz/fuzz-artifacts/<target>/ and fail the script. Executions per run are
-# appended to build-fuzz/fuzz-stats.tsv. See docs/robustness.md.
+# Builds the fuzzers in the sanitizer build (scripts/sanitize_build.sh, build-asan/). Each run starts from the
+# committed corpus plus what earlier runs found (build-asan/fuzz-corpus/<target>/); crashing
+# inputs land in build-asan/fuzz-artifacts/<target>/ and fail the script. Executions per run are
+# appended to build-asan/fuzz-stats.tsv. See docs/robustness.md.
 set -euo pipefail
 secs=${1:-15}
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-build=${EKVAE_FUZZ_BUILD_DIR:-build-fuzz}
-jobs=${EKVAE_JOBS:-2}
+build=${EKVAE_ASAN_BUILD_DIR:-build-asan}
 targets=${EKVAE_FUZZ_TARGETS:-safetensors dataset model checkpoint}
 
-if ! command -v clang++-14 >/dev/null; then
-  echo "fuzz: clang++-14 not found (scripts/setup.sh installs clang-14 and libclang-rt-14-dev)" >&2
-  exit 1
-fi
-CC=clang-14 CXX=clang++-14 cmake -B "$build" -DEKVAE_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$jobs" --target $(for t in $targets; do echo "fuzz_$t"; done)
+scripts/sanitize_build.sh $(for t in $targets; do echo "fuzz_$t"; done)
 
 failed=()
 stats=$build/fuzz-stats.tsv

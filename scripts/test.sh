@@ -4,7 +4,7 @@
 # 1. scripts/setup.sh                         (Debian packages, SDL2/ImGui sources, playwright-core)
 # 2. native build in build/ + ctest           (doctest unit tests, CLI tests)
 #    + the same suite under ASan/UBSan (scripts/test_sanitize.sh, build-asan/) and 15 s of
-#    libFuzzer per loader (scripts/fuzz.sh, build-fuzz/); see docs/robustness.md
+#    libFuzzer per loader (scripts/fuzz.sh, the same build-asan/); see docs/robustness.md
 #    + scripts/sweep.py through a single-node Slurm against its local executor (tests/slurm_sweep_test.sh)
 # 3. wasm build in build-wasm/ (site in build-wasm/site/)
 # 4. browser test: headless Chromium on the built site (web/tests/page.test.mjs);
@@ -39,7 +39,7 @@ ctest --test-dir "$build" --output-on-failure -j"$jobs" || failed+=("ctest")
 step "sanitizers: the native suite under ASan + UBSan (build-asan/)"
 scripts/test_sanitize.sh || failed+=("sanitize")
 
-step "fuzzing: each loader for 15 s under libFuzzer (build-fuzz/)"
+step "fuzzing: each loader for 15 s under libFuzzer (build-asan/)"
 scripts/fuzz.sh 15 || failed+=("fuzz")
 
 step "sweeps on a single-node Slurm against the local executor (scripts/slurm_local.sh)"

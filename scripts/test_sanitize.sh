@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# The whole native test suite under AddressSanitizer + UndefinedBehaviorSanitizer (GCC):
+# The whole native test suite under AddressSanitizer + UndefinedBehaviorSanitizer (clang-14):
 #   scripts/test_sanitize.sh
-# configures build-asan/ (EKVAE_ASAN_BUILD_DIR) with -DEKVAE_SANITIZE=ON -DEKVAE_NATIVE_ARCH=OFF,
-# builds it and runs ctest there: the doctest suites, the fuzz corpus replay, the CLI tests
+# builds build-asan/ (scripts/sanitize_build.sh: the build scripts/fuzz.sh uses too) and runs ctest there: the doctest suites, the fuzz corpus replay, the CLI tests
 # (their binaries sanitized too) and the kill test (shorter: EKVAE_KILL_STEPS). Any sanitizer
 # report aborts the process and fails its test. Exit status 0 only when everything passed.
 set -euo pipefail
@@ -12,10 +11,9 @@ build=${EKVAE_ASAN_BUILD_DIR:-build-asan}
 jobs=${EKVAE_JOBS:-2}
 started=$(date +%s)
 
-cmake -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEKVAE_SANITIZE=ON -DEKVAE_NATIVE_ARCH=OFF >/dev/null
 # only what ctest runs (not the benchmarks or the viewer): the CLIs and every doctest suite
 targets="ekvae_data ekvae_train ekvae_eval test_fuzz_corpus $(sed -n 's/^ekvae_test(\([a-z_]*\).*/\1/p' tests/CMakeLists.txt)"
-cmake --build "$build" -j"$jobs" --target $targets
+scripts/sanitize_build.sh $targets
 built=$(date +%s)
 
 # abort on the first report (UBSan is already -fno-sanitize-recover); leaks count as failures

@@ -4,6 +4,8 @@
 // by tests/test_autodiff.cpp.
 #include "autodiff.h"
 
+#include "small_matrix.h"
+
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -12,15 +14,7 @@ namespace ekvae {
 
 namespace {
 
-// Small matrices live on the stack (no heap traffic inside the batched loops).
-constexpr int kMaxSmall = 16;
-template <class T> using SM = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor, kMaxSmall, kMaxSmall>;
-template <class T> using CMap = Eigen::Map<const Mat<T>>;
-template <class T> using MMap = Eigen::Map<Mat<T>>;
 
-void check(bool ok, const char * what) {
-    if (!ok) throw std::invalid_argument(what);
-}
 
 // Broadcast shape of two operands: each dimension equal or 1.
 bool broadcast_shape(Eigen::Index ra, Eigen::Index ca, Eigen::Index rb, Eigen::Index cb, Eigen::Index & R, Eigen::Index & C) {
@@ -75,280 +69,6 @@ template <class T> void broadcast_accumulate(Mat<T> & ga, const Mat<T> & g, cons
     }
 }
 
-// C [m x n] (+)= op(A) op(B) for tiny column-major matrices (k inner): plain loops beat Eigen's
-// dynamic-size lazyProduct setup at these sizes (2x3, 3x3, 3x1).
-template <class T, bool TA, bool TB>
-inline void tiny_gemm_t(const T * A, int ar, const T * B, int br, T * C, int m, int n, int k, bool acc) {
-    for (int c = 0; c < n; c++)
-        for (int r = 0; r < m; r++) {
-            T s = acc ? C[c * m + r] : T(0);
-            for (int q = 0; q < k; q++) s += (TA ? A[r * ar + q] : A[q * ar + r]) * (TB ? B[q * br + c] : B[c * br + q]);
-            C[c * m + r] = s;
-        }
-}
-template <class T>
-inline void tiny_gemm(const T * A, int ar, bool ta, const T * B, int br, bool tb, T * C, int m, int n, int k, bool acc) {
-    if (!ta && !tb) tiny_gemm_t<T, false, false>(A, ar, B, br, C, m, n, k, acc);
-    else if (ta && !tb) tiny_gemm_t<T, true, false>(A, ar, B, br, C, m, n, k, acc);
-    else if (!ta && tb) tiny_gemm_t<T, false, true>(A, ar, B, br, C, m, n, k, acc);
-    else tiny_gemm_t<T, true, true>(A, ar, B, br, C, m, n, k, acc);
-}
-
-// X [n x m] <- L^{-1} X (transpose: L^{-T} X), L [n x n] lower triangular, column-major; plain
-// substitution loops (Eigen's triangular solver sets up a blocked solve even for 3 x 3).
-template <class T> inline void tiny_trsm(const T * L, int n, T * X, int m, bool transpose) {
-    for (int c = 0; c < m; c++) {
-        T * x = X + (Eigen::Index)c * n;
-        if (!transpose) {
-            for (int i = 0; i < n; i++) {
-                T s = x[i];
-                for (int k = 0; k < i; k++) s -= L[k * n + i] * x[k];
-                x[i] = s / L[i * n + i];
-            }
-        } else {
-            for (int i = n - 1; i >= 0; i--) {
-                T s = x[i];
-                for (int k = i + 1; k < n; k++) s -= L[i * n + k] * x[k];
-                x[i] = s / L[i * n + i];
-            }
-        }
-    }
-}
-
-// L L^T = A for one n x n matrix (reads A's lower triangle; L's upper triangle set to zero).
-// Returns false, with L filled with NaN, when A is not positive definite.
-template <class T> bool chol_factor(const T * A, int n, T * L) {
-    for (int i = 0; i < n * n; i++) L[i] = T(0);
-    for (int c = 0; c < n; c++) {
-        T d = A[c * n + c];
-        for (int k = 0; k < c; k++) d -= L[k * n + c] * L[k * n + c];
-        if (!(d > T(0))) {
-            for (int i = 0; i < n * n; i++) L[i] = std::numeric_limits<T>::quiet_NaN();
-            return false;
-        }
-        const T lcc = std::sqrt(d);
-        L[c * n + c] = lcc;
-        for (int r = c + 1; r < n; r++) {
-            T s = A[c * n + r];
-            for (int k = 0; k < c; k++) s -= L[k * n + r] * L[k * n + c];
-            L[c * n + r] = s / lcc;
-        }
-    }
-    return true;
-}
-
-// Abar += the symmetric gradient of A = L L^T, given Lbar (its lower triangle is read).
-// With Phi(X) = lower triangle of X with a halved diagonal:
-//   S = L^{-T} Phi(L^T Lbar) L^{-1},  Abar = (S + S^T) / 2
-template <class T> void chol_backward(const T * L, const T * Lbar, int n, T * Abar) {
-    CMap<T> Lj(L, n, n);
-    SM<T> Lb = CMap<T>(Lbar, n, n).template triangularView<Eigen::Lower>();
-    SM<T> P(n, n);
-    tiny_gemm(Lj.data(), n, true, Lb.data(), n, false, P.data(), n, n, n, false);
-    for (int c = 0; c < n; c++) {
-        P(c, c) *= T(0.5);
-        for (int r = 0; r < c; r++) P(r, c) = T(0);
-    }
-    // S = L^{-T} P L^{-1}: solve L^T X = P, then S L = X  <=>  L^T S^T = X^T
-    tiny_trsm(L, n, P.data(), n, true);
-    SM<T> St = P.transpose();
-    tiny_trsm(L, n, St.data(), n, true);
-    MMap<T> A(Abar, n, n);
-    A += T(0.5) * (St + St.transpose());
-}
-
-const double kLog2Pi = 1.8378770664093454835606594728112;
-
-// ---- per-sample kernels of the fused Kalman ops -------------------------------------------
-// On Eigen matrices of compile-time size for the default model (N = 3 states, K = 2
-// observations: Eigen unrolls the products) and of run-time size otherwise (N = K = Dynamic,
-// stack storage up to 16). Gradient pointers may be null (input needs no gradient); the
-// backward kernels add into them. Inputs are column pointers into batched [rows, B] values.
-template <class T, int N, int K> struct KalmanKernels {
-    static constexpr int MN = N == Eigen::Dynamic ? kMaxSmall : N;
-    static constexpr int MK = K == Eigen::Dynamic ? kMaxSmall : K;
-    using NN = Eigen::Matrix<T, N, N, Eigen::ColMajor, MN, MN>;
-    using KN = Eigen::Matrix<T, K, N, Eigen::ColMajor, MK, MN>;
-    using NK = Eigen::Matrix<T, N, K, Eigen::ColMajor, MN, MK>;
-    using KK = Eigen::Matrix<T, K, K, Eigen::ColMajor, MK, MK>;
-    using VN = Eigen::Matrix<T, N, 1, Eigen::ColMajor, MN, 1>;
-    using VK = Eigen::Matrix<T, K, 1, Eigen::ColMajor, MK, 1>;
-    template <class X> using In = Eigen::Map<const Eigen::Matrix<T, X::RowsAtCompileTime, X::ColsAtCompileTime>>;
-    template <class X> using Out = Eigen::Map<Eigen::Matrix<T, X::RowsAtCompileTime, X::ColsAtCompileTime>>;
-    template <class X> static void add_to(T * g, const X & v) {
-        if (g) Out<X>(g, v.rows(), v.cols()) += v;
-    }
-    // X <- (L L^T)^{-1} X, L lower triangular
-    template <class X> static void chol_solve(const T * L, int n, X & x) {
-        tiny_trsm(L, n, x.data(), (int)x.cols(), false);
-        tiny_trsm(L, n, x.data(), (int)x.cols(), true);
-    }
-
-    // m_pred = F m + Bu, P_pred = (Y + Y^T)/2 + diag(q), Y = F P F^T
-    static void predict(int n, const T * F_, const T * Bu, const T * q, const T * m, const T * P_, T * out) {
-        In<NN> F(F_, n, n), P(P_, n, n);
-        Out<VN>(out, n, 1) = F * In<VN>(m, n, 1) + In<VN>(Bu, n, 1);
-        const NN FP = F * P;
-        const NN Y = FP * F.transpose();
-        Out<NN> Pp(out + n, n, n);
-        Pp = T(0.5) * (Y + Y.transpose());
-        Pp.diagonal() += In<VN>(q, n, 1);
-    }
-    // With Gs = (G_Pp + G_Pp^T)/2: dF = Gs F (P + P^T) + G_mp m^T, dP = F^T Gs F, dm = F^T G_mp,
-    // dBu = G_mp, dq = diag(G_Pp)
-    static void predict_back(int n, const T * F_, const T * m_, const T * P_, const T * G, T * gF, T * gBu, T * gq, T * gm, T * gP) {
-        In<NN> F(F_, n, n), P(P_, n, n), gPp(G + n, n, n);
-        In<VN> gmp(G, n, 1), m(m_, n, 1);
-        const NN Gs = T(0.5) * (gPp + gPp.transpose());
-        if (gF) add_to(gF, NN(Gs * F * NN(P + P.transpose()) + gmp * m.transpose()));
-        if (gBu) add_to(gBu, VN(gmp));
-        if (gq) add_to(gq, VN(gPp.diagonal()));
-        if (gm) add_to(gm, VN(F.transpose() * gmp));
-        if (gP) add_to(gP, NN(F.transpose() * Gs * F));
-    }
-
-    // HP = H Pp, S = HP H^T + R = L L^T, K^T = S^{-1} HP, e = a - H mp, m = mp + K e,
-    // P = (I - K H) Pp (I - K H)^T + K R K^T. aux = [L; K^T; e]. False when S is not positive definite.
-    static bool update(int n, int k, const T * H_, const T * R_, const T * mp_, const T * Pp_, const T * a, T * out, T * aux) {
-        In<KN> H(H_, k, n);
-        In<KK> R(R_, k, k);
-        In<NN> Pp(Pp_, n, n);
-        In<VN> mp(mp_, n, 1);
-        const KN HP = H * Pp;
-        const KK S = HP * H.transpose() + R;
-        const bool ok = chol_factor(S.data(), k, aux);
-        KN Kt = HP; // K^T
-        chol_solve(aux, k, Kt);
-        const VK e = In<VK>(a, k, 1) - H * mp;
-        NN A = -Kt.transpose() * H; // I - K H
-        A.diagonal().array() += T(1);
-        Out<VN>(out, n, 1) = mp + Kt.transpose() * e;
-        const NN APp = A * Pp;
-        const NK KR = Kt.transpose() * R;
-        Out<NN>(out + n, n, n) = APp * A.transpose() + KR * Kt;
-        Out<KN>(aux + k * k, k, n) = Kt;
-        Out<VK>(aux + k * k + k * n, k, 1) = e;
-        return ok;
-    }
-    // The reverse of update, with the symmetric gradient through S's Cholesky factor.
-    static void update_back(int n, int k, const T * H_, const T * R_, const T * mp_, const T * Pp_, const T * aux, const T * G, T * gH_,
-                            T * gR_, T * gmp_, T * gPp_, T * ga) {
-        In<KN> H(H_, k, n), Kt(aux + k * k, k, n);
-        In<KK> R(R_, k, k);
-        In<NN> Pp(Pp_, n, n), gP(G + n, n, n);
-        In<VN> mp(mp_, n, 1), gm(G, n, 1);
-        In<VK> e(aux + k * k + k * n, k, 1);
-        NN A = -Kt.transpose() * H;
-        A.diagonal().array() += T(1);
-        // P = A Pp A^T + K R K^T
-        const NN gA = gP * A * Pp.transpose() + gP.transpose() * A * Pp;
-        NN gPp = A.transpose() * gP * A;
-        KN gKt = R.transpose() * Kt * gP.transpose() + R * Kt * gP; // (gP K R^T + gP^T K R)^T
-        KK gR = Kt * gP * Kt.transpose();
-        // A = I - K H;  m = mp + K e;  e = a - H mp
-        gKt -= H * gA.transpose();
-        KN gH = -Kt * gA;
-        gKt += e * gm.transpose();
-        const VK ge = Kt * gm;
-        const VN gmp = gm - H.transpose() * ge;
-        gH -= ge * mp.transpose();
-        // K^T = S^{-1} HP:  dHP = S^{-1} dK^T,  dS = -sym(S^{-1} dK^T K)
-        KN X = gKt;
-        chol_solve(aux, k, X);
-        const KK XK = X * Kt.transpose();
-        const KK gS = T(-0.5) * (XK + XK.transpose());
-        // S = HP H^T + R;  HP = H Pp
-        const KN gHP = X + gS * H;
-        gH += gS * H * Pp + gHP * Pp.transpose();
-        gPp += H.transpose() * gHP;
-        gR += gS;
-        add_to(gH_, gH);
-        add_to(gR_, gR);
-        add_to(gmp_, gmp);
-        add_to(gPp_, gPp);
-        add_to(ga, ge);
-    }
-
-    // J^T = S^{-1} F P, S = P_pred + jitter I = L L^T (aux = L). False when S is not positive definite.
-    static bool gain(int n, const T * Ppn, const T * F, const T * P, T jitter, T * J, T * aux) {
-        NN S = In<NN>(Ppn, n, n);
-        S.diagonal().array() += jitter;
-        const bool ok = chol_factor(S.data(), n, aux);
-        NN Jt = In<NN>(F, n, n) * In<NN>(P, n, n);
-        chol_solve(aux, n, Jt);
-        Out<NN>(J, n, n) = Jt.transpose();
-        return ok;
-    }
-    // dFP = S^{-1} dJ^T, dS = -sym(S^{-1} dJ^T J), dF = dFP P^T, dP = F^T dFP
-    static void gain_back(int n, const T * F, const T * P, const T * J, const T * aux, const T * G, T * gPpn, T * gF, T * gP) {
-        NN X = In<NN>(G, n, n).transpose();
-        chol_solve(aux, n, X);
-        const NN XJ = X * In<NN>(J, n, n);
-        if (gPpn) add_to(gPpn, NN(T(-0.5) * (XJ + XJ.transpose())));
-        if (gF) add_to(gF, NN(X * In<NN>(P, n, n).transpose()));
-        if (gP) add_to(gP, NN(In<NN>(F, n, n).transpose() * X));
-    }
-
-    // c = m + J (z_next - m_pred_next), A = I - J F, Sc = A P A^T + J diag(q) J^T + jitter I = Lc Lc^T
-    // (aux = Lc), z = c + Lc eps, log N = -n/2 log 2 pi - |eps|^2/2 - sum log Lc_ii.
-    static bool sample(int n, const T * m, const T * P_, const T * J_, const T * F_, const T * q_, const T * mpn, const T * zn, const T * eps_,
-                       T jitter, T * out, T * aux) {
-        In<NN> P(P_, n, n), J(J_, n, n), F(F_, n, n);
-        In<VN> q(q_, n, 1), eps(eps_, n, 1);
-        NN A = -J * F;
-        A.diagonal().array() += T(1);
-        const NN AP = A * P;
-        const NN JD = J * q.asDiagonal();
-        NN S = AP * A.transpose() + JD * J.transpose();
-        S.diagonal().array() += jitter;
-        const bool ok = chol_factor(S.data(), n, aux);
-        In<NN> Lc(aux, n, n);
-        Out<VN>(out, n, 1) = In<VN>(m, n, 1) + J * (In<VN>(zn, n, 1) - In<VN>(mpn, n, 1)) + Lc * eps;
-        T logdet = 0;
-        for (int i = 0; i < n; i++) logdet += std::log(Lc(i, i));
-        out[n] = T(-0.5) * (T(n * kLog2Pi) + eps.squaredNorm()) - logdet;
-        return ok;
-    }
-    // dc = dz, dLc = tril(dz eps^T) - dlogN diag(1/Lc_ii), dSc from the Cholesky backward, then
-    // Sc = A P A^T + J D J^T (D = diag(q)), A = I - J F, c = m + J (z_next - m_pred_next).
-    static void sample_back(int n, const T * P_, const T * J_, const T * F_, const T * q_, const T * mpn, const T * zn, const T * eps_,
-                            const T * aux, const T * G, T * gm, T * gP, T * gJ_, T * gF, T * gq, T * gmpn, T * gzn) {
-        In<NN> P(P_, n, n), J(J_, n, n), F(F_, n, n), Lc(aux, n, n);
-        In<VN> q(q_, n, 1), eps(eps_, n, 1), gz(G, n, 1);
-        NN gLc = gz * eps.transpose();
-        for (int i = 0; i < n; i++) gLc(i, i) -= G[n] / Lc(i, i);
-        NN gS = NN::Zero(n, n);
-        chol_backward(aux, gLc.data(), n, gS.data());
-        NN A = -J * F;
-        A.diagonal().array() += T(1);
-        const NN gA = gS * A * NN(P + P.transpose());
-        const VN d = In<VN>(zn, n, 1) - In<VN>(mpn, n, 1);
-        NN gJ = NN(gS + gS.transpose()) * J * q.asDiagonal();
-        gJ -= gA * F.transpose();
-        gJ += gz * d.transpose();
-        const VN gd = J.transpose() * gz;
-        if (gm) add_to(gm, VN(gz));
-        if (gP) add_to(gP, NN(A.transpose() * gS * A));
-        if (gJ_) add_to(gJ_, gJ);
-        if (gF) add_to(gF, NN(-J.transpose() * gA));
-        if (gq) add_to(gq, VN(NN(J.transpose() * gS * J).diagonal()));
-        if (gmpn) add_to(gmpn, VN(-gd));
-        if (gzn) add_to(gzn, gd);
-    }
-};
-
-// Column j of a batched value (column 0 when it is broadcast).
-template <class T> const T * col_of(const Mat<T> & X, Eigen::Index j) { return X.data() + (X.cols() == 1 ? 0 : j) * X.rows(); }
-template <class T> T * col_of(Mat<T> & X, Eigen::Index j) { return X.data() + (X.cols() == 1 ? 0 : j) * X.rows(); }
-
-// The batch size of operands that are [., B] or [., 1]; 0 when they disagree.
-template <class T> Eigen::Index batch_of(std::initializer_list<const Mat<T> *> xs) {
-    Eigen::Index B = 1;
-    for (const Mat<T> * x : xs) B = std::max(B, x->cols());
-    for (const Mat<T> * x : xs)
-        if (x->cols() != B && x->cols() != 1) return 0;
-    return B;
-}
 
 } // namespace
 
@@ -369,9 +89,11 @@ template <class T> typename Tape<T>::Node & Tape<T>::push(Op op, std::initialize
     nd.ext = nullptr;
     nd.br = 0;
     nd.bc = 1;
-    nd.i0 = nd.i1 = nd.i2 = nd.i3 = 0;
-    nd.f0 = nd.f1 = false;
-    nd.s = T(0);
+    nd.act = Activation::None;
+    nd.r0 = nd.nr = nd.c0 = nd.nc = 0;
+    nd.trans_a = nd.trans_b = false;
+    nd.scalar = T(0);
+    nd.fused = nullptr;
     return nd;
 }
 
@@ -433,7 +155,7 @@ template <class T> Var Tape<T>::linear(Var x, Var W, Var b, Activation act) {
     const M & Wv = val(W.id);
     const M & bv = val(b.id);
     check(Wv.cols() == X.rows() && bv.rows() == Wv.rows() && bv.cols() == 1, "linear: shapes differ");
-    nd.i0 = (int)act;
+    nd.act = act;
     // start from the bias and accumulate the product (Eigen's assignment would zero the
     // output first: this way that pass does useful work)
     nd.value = bv.col(0).rowwise().replicate(X.cols());
@@ -446,8 +168,8 @@ template <class T> Var Tape<T>::linear(Var x, Var W, Var b, Activation act) {
 
 template <class T> Var Tape<T>::matmul(Var a, Var b, bool ta, bool tb) {
     Node & nd = push(Op::MatMul, {a, b});
-    nd.f0 = ta;
-    nd.f1 = tb;
+    nd.trans_a = ta;
+    nd.trans_b = tb;
     const M & A = val(a.id);
     const M & B = val(b.id);
     const Eigen::Index ka = ta ? A.rows() : A.cols();
@@ -502,7 +224,7 @@ EKVAE_UNARY(square, Op::Square, x.square())
 
 template <class T> Var Tape<T>::scale(Var a, T s) {
     Node & nd = push(Op::Scale, {a});
-    nd.s = s;
+    nd.scalar = s;
     nd.value = s * val(a.id);
     nd.br = nodes_[a.id].br;
     nd.bc = nodes_[a.id].bc;
@@ -511,7 +233,7 @@ template <class T> Var Tape<T>::scale(Var a, T s) {
 
 template <class T> Var Tape<T>::add_scalar(Var a, T s) {
     Node & nd = push(Op::AddScalar, {a});
-    nd.s = s;
+    nd.scalar = s;
     nd.value = (val(a.id).array() + s).matrix();
     nd.br = nodes_[a.id].br;
     nd.bc = nodes_[a.id].bc;
@@ -558,7 +280,7 @@ template <class T> Var Tape<T>::slice(Var a, int r0, int nr, int c0, int nc) {
     Node & nd = push(Op::Slice, {a});
     const M & X = val(a.id);
     check(r0 >= 0 && nr >= 0 && r0 + nr <= X.rows() && c0 >= 0 && nc >= 0 && c0 + nc <= X.cols(), "slice: out of range");
-    nd.i0 = r0; nd.i1 = nr; nd.i2 = c0; nd.i3 = nc;
+    nd.r0 = r0; nd.nr = nr; nd.c0 = c0; nd.nc = nc;
     nd.value = X.block(r0, c0, nr, nc);
     if (nr == X.rows()) { nd.br = nodes_[a.id].br; nd.bc = nodes_[a.id].bc; } else nd.br = nr;
     return Var{n_ - 1};
@@ -613,7 +335,7 @@ template <class T> Var Tape<T>::as_batch(Var a, int r, int c) {
     check((Eigen::Index)r * c == val(a.id).rows(), "as_batch: rows != r*c");
     check(r <= kMaxSmall && c <= kMaxSmall, "as_batch: small matrices are limited to 16 x 16");
     Node & nd = push(Op::Scale, {a}); // a copy: scale by 1
-    nd.s = T(1);
+    nd.scalar = T(1);
     nd.value = val(a.id);
     nd.br = r;
     nd.bc = c;
@@ -632,8 +354,8 @@ template <class T> Var Tape<T>::bmm(Var a, Var b, bool ta, bool tb) {
     check(A.rows() == (Eigen::Index)na.br * na.bc && B.rows() == (Eigen::Index)nb.br * nb.bc, "bmm: operands are not batches");
     const Eigen::Index nbatch = std::max(A.cols(), B.cols());
     check((A.cols() == nbatch || A.cols() == 1) && (B.cols() == nbatch || B.cols() == 1), "bmm: batch sizes differ");
-    nd.f0 = ta;
-    nd.f1 = tb;
+    nd.trans_a = ta;
+    nd.trans_b = tb;
     nd.value.resize((Eigen::Index)m * n, nbatch);
     for (Eigen::Index j = 0; j < nbatch; j++)
         tiny_gemm(A.data() + (A.cols() == 1 ? 0 : j) * A.rows(), na.br, ta, B.data() + (B.cols() == 1 ? 0 : j) * B.rows(), nb.br, tb,
@@ -690,7 +412,7 @@ template <class T> Var Tape<T>::btrisolve(Var L, Var X, bool transpose) {
     check(nl.br == nl.bc && nx.br == n, "btrisolve: shapes differ");
     const Eigen::Index nbatch = std::max(Lv.cols(), Xv.cols());
     check((Lv.cols() == nbatch || Lv.cols() == 1) && (Xv.cols() == nbatch || Xv.cols() == 1), "btrisolve: batch sizes differ");
-    nd.f0 = transpose;
+    nd.trans_a = transpose;
     nd.value.resize((Eigen::Index)n * m, nbatch);
     for (Eigen::Index j = 0; j < nbatch; j++) {
         CMap<T> Lj(Lv.data() + (Lv.cols() == 1 ? 0 : j) * Lv.rows(), n, n);
@@ -801,89 +523,21 @@ template <class T> Var Tape<T>::slice_batch(Var a, int r0, int r, int c) {
     return out;
 }
 
-// ---- fused Kalman steps ------------------------------------------------------------------
-// Each runs KalmanKernels<T, 3, 2> (the default model's sizes, unrolled) or the run-time-size
-// kernels, over the batch.
+// ---- ops defined outside the tape ----------------------------------------------------------
 
-template <class T> Var Tape<T>::kalman_predict(Var F, Var Bu, Var q, Var m, Var P) {
-    Node & nd = push(Op::KalmanPredict, {F, Bu, q, m, P});
-    const M & Fv = val(F.id), & Bv = val(Bu.id), & qv = val(q.id), & mv = val(m.id), & Pv = val(P.id);
-    const int n = (int)mv.rows();
-    check(n <= kMaxSmall && Fv.rows() == n * n && Bv.rows() == n && qv.rows() == n && Pv.rows() == n * n, "kalman_predict: sizes differ");
-    const Eigen::Index B = batch_of<T>({&Fv, &Bv, &qv, &mv, &Pv});
-    check(B > 0, "kalman_predict: batch sizes differ");
-    nd.value.resize(n + n * n, B);
-    for (Eigen::Index j = 0; j < B; j++) {
-        T * out = nd.value.data() + j * nd.value.rows();
-        if (n == 3) KalmanKernels<T, 3, 2>::predict(n, col_of(Fv, j), col_of(Bv, j), col_of(qv, j), col_of(mv, j), col_of(Pv, j), out);
-        else KalmanKernels<T, Eigen::Dynamic, Eigen::Dynamic>::predict(n, col_of(Fv, j), col_of(Bv, j), col_of(qv, j), col_of(mv, j), col_of(Pv, j), out);
-    }
-    nd.br = n + n * n;
+template <class T> Var Tape<T>::fused(FusedBackward<T> back, std::initializer_list<Var> inputs, int br, int bc, M *& value, M *& aux) {
+    check(inputs.size() <= (size_t)kMaxFusedInputs, "Tape::fused: too many inputs");
+    Node & nd = push(Op::Fused, inputs);
+    nd.fused = back;
+    nd.br = br;
+    nd.bc = bc;
+    value = &nd.value;
+    aux = &nd.aux;
     return Var{n_ - 1};
 }
 
-template <class T> Var Tape<T>::kalman_update(Var H, Var R, Var m_pred, Var P_pred, Var a) {
-    Node & nd = push(Op::KalmanUpdate, {H, R, m_pred, P_pred, a});
-    const M & Hv = val(H.id), & Rv = val(R.id), & mv = val(m_pred.id), & Pv = val(P_pred.id), & av = val(a.id);
-    const int n = (int)mv.rows(), k = (int)av.rows();
-    check(n <= kMaxSmall && k <= kMaxSmall && Hv.rows() == k * n && Rv.rows() == k * k && Pv.rows() == n * n, "kalman_update: sizes differ");
-    const Eigen::Index B = batch_of<T>({&Hv, &Rv, &mv, &Pv, &av});
-    check(B > 0, "kalman_update: batch sizes differ");
-    nd.value.resize(n + n * n, B);
-    nd.aux.resize(k * k + k * n + k, B); // [L_S; K^T; e] per sample, for the backward pass
-    for (Eigen::Index j = 0; j < B; j++) {
-        T * out = nd.value.data() + j * nd.value.rows(), * aux = nd.aux.data() + j * nd.aux.rows();
-        const bool ok = n == 3 && k == 2
-            ? KalmanKernels<T, 3, 2>::update(n, k, col_of(Hv, j), col_of(Rv, j), col_of(mv, j), col_of(Pv, j), col_of(av, j), out, aux)
-            : KalmanKernels<T, Eigen::Dynamic, Eigen::Dynamic>::update(n, k, col_of(Hv, j), col_of(Rv, j), col_of(mv, j), col_of(Pv, j), col_of(av, j), out, aux);
-        if (!ok && error_.empty()) error_ = "kalman_update: innovation covariance " + std::to_string(j) + " of the batch is not positive definite";
-    }
-    nd.br = n + n * n;
-    return Var{n_ - 1};
-}
-
-template <class T> Var Tape<T>::smoother_gain(Var P_pred_next, Var F_next, Var P, T jitter) {
-    Node & nd = push(Op::SmootherGain, {P_pred_next, F_next, P});
-    const M & Sv = val(P_pred_next.id), & Fv = val(F_next.id), & Pv = val(P.id);
-    const int n = nodes_[P.id].br;
-    check(n <= kMaxSmall && nodes_[P.id].bc == n && Sv.rows() == n * n && Fv.rows() == n * n && Pv.rows() == n * n, "smoother_gain: sizes differ");
-    const Eigen::Index B = batch_of<T>({&Sv, &Fv, &Pv});
-    check(B > 0, "smoother_gain: batch sizes differ");
-    nd.value.resize(n * n, B);
-    nd.aux.resize(n * n, B); // the Cholesky factor of P_pred + jitter I
-    for (Eigen::Index j = 0; j < B; j++) {
-        T * J = nd.value.data() + j * n * n, * aux = nd.aux.data() + j * n * n;
-        const bool ok = n == 3 ? KalmanKernels<T, 3, 2>::gain(n, col_of(Sv, j), col_of(Fv, j), col_of(Pv, j), jitter, J, aux)
-                               : KalmanKernels<T, Eigen::Dynamic, Eigen::Dynamic>::gain(n, col_of(Sv, j), col_of(Fv, j), col_of(Pv, j), jitter, J, aux);
-        if (!ok && error_.empty()) error_ = "smoother_gain: predicted covariance " + std::to_string(j) + " of the batch is not positive definite";
-    }
-    nd.br = nd.bc = n;
-    return Var{n_ - 1};
-}
-
-template <class T>
-Var Tape<T>::backward_sample_step(Var m, Var P, Var J, Var F_next, Var q_next, Var m_pred_next, Var z_next, Var eps, T jitter) {
-    Node & nd = push(Op::BackwardSampleStep, {m, P, J, F_next, q_next, m_pred_next, z_next, eps});
-    const M & mv = val(m.id), & Pv = val(P.id), & Jv = val(J.id), & Fv = val(F_next.id), & qv = val(q_next.id);
-    const M & mpv = val(m_pred_next.id), & zv = val(z_next.id), & ev = val(eps.id);
-    const int n = (int)mv.rows();
-    check(n <= kMaxSmall && Pv.rows() == n * n && Jv.rows() == n * n && Fv.rows() == n * n && qv.rows() == n && mpv.rows() == n &&
-              zv.rows() == n && ev.rows() == n,
-          "backward_sample_step: sizes differ");
-    const Eigen::Index B = batch_of<T>({&mv, &Pv, &Jv, &Fv, &qv, &mpv, &zv, &ev});
-    check(B > 0, "backward_sample_step: batch sizes differ");
-    nd.value.resize(n + 1, B);
-    nd.aux.resize(n * n, B); // the Cholesky factor Lc of the conditional covariance
-    for (Eigen::Index j = 0; j < B; j++) {
-        T * out = nd.value.data() + j * (n + 1), * aux = nd.aux.data() + j * n * n;
-        const bool ok = n == 3
-            ? KalmanKernels<T, 3, 2>::sample(n, col_of(mv, j), col_of(Pv, j), col_of(Jv, j), col_of(Fv, j), col_of(qv, j), col_of(mpv, j), col_of(zv, j), col_of(ev, j), jitter, out, aux)
-            : KalmanKernels<T, Eigen::Dynamic, Eigen::Dynamic>::sample(n, col_of(mv, j), col_of(Pv, j), col_of(Jv, j), col_of(Fv, j), col_of(qv, j), col_of(mpv, j), col_of(zv, j),
-                                                                   col_of(ev, j), jitter, out, aux);
-        if (!ok && error_.empty()) error_ = "backward_sample_step: conditional covariance " + std::to_string(j) + " of the batch is not positive definite";
-    }
-    nd.br = n + 1;
-    return Var{n_ - 1};
+template <class T> void Tape<T>::fail(const std::string & what) {
+    if (error_.empty()) error_ = what;
 }
 
 // ---- backward ---------------------------------------------------------------------------
@@ -933,15 +587,6 @@ template <class T> void Tape<T>::backward_node(int id) {
         else g.noalias() += product;
     };
     auto vin = [&](int k) -> const M & { return val(nd.in[k]); };
-    // For the fused ops: the gradients of inputs 0..count-1 (null where an input needs none,
-    // zeroed on first use), and their column j (column 0 of a broadcast input).
-    auto grad_mats = [&](int count, M ** gm) {
-        for (int i = 0; i < count; i++) gm[i] = in_needs(i) ? &gin(i) : nullptr;
-    };
-    auto grad_cols = [&](int count, M * const * gm, Eigen::Index j, T ** g) {
-        for (int i = 0; i < count; i++) g[i] = gm[i] ? col_of(*gm[i], j) : nullptr;
-    };
-
     switch (nd.op) {
     case Op::Constant:
         break;
@@ -955,7 +600,7 @@ template <class T> void Tape<T>::backward_node(int id) {
         // Y = act(W X + b): D = G * act'(Y); dW = D X^T, db = rowsum(D), dX = W^T D
         const M & X = vin(0);
         const M & Wv = vin(1);
-        const Activation act = (Activation)nd.i0;
+        const Activation act = nd.act;
         // the activation's derivative is applied to the node's own gradient in place (no copy)
         M & D = nd.grad;
         if (act == Activation::Relu) D = (Y.array() > T(0)).select(D, T(0));
@@ -970,7 +615,7 @@ template <class T> void Tape<T>::backward_node(int id) {
         // C = op(A) op(B)
         const M & A = vin(0);
         const M & B = vin(1);
-        const bool ta = nd.f0, tb = nd.f1;
+        const bool ta = nd.trans_a, tb = nd.trans_b;
         if (in_needs(0)) {
             if (!ta && !tb) gemm_acc(0, G * B.transpose());                // dA = G B^T
             else if (ta && !tb) gemm_acc(0, B * G.transpose());            // C = A^T B: dA = B G^T
@@ -998,7 +643,7 @@ template <class T> void Tape<T>::backward_node(int id) {
         if (in_needs(1)) broadcast_accumulate<T>(gin(1), G, &vin(0), T(1));
         break;
     case Op::Scale:
-        if (in_needs(0)) gin(0) += nd.s * G;
+        if (in_needs(0)) gin(0) += nd.scalar * G;
         break;
     case Op::AddScalar:
         if (in_needs(0)) gin(0) += G;
@@ -1044,7 +689,7 @@ template <class T> void Tape<T>::backward_node(int id) {
         if (in_needs(0)) gin(0).colwise() += G.col(0);
         break;
     case Op::Slice:
-        if (in_needs(0)) gin(0).block(nd.i0, nd.i2, nd.i1, nd.i3) += G;
+        if (in_needs(0)) gin(0).block(nd.r0, nd.c0, nd.nr, nd.nc) += G;
         break;
     case Op::ConcatRows: {
         Eigen::Index r = 0;
@@ -1069,7 +714,7 @@ template <class T> void Tape<T>::backward_node(int id) {
         const Node & nb = nodes_[nd.in[1]];
         const M & A = vin(0);
         const M & B = vin(1);
-        const bool ta = nd.f0, tb = nd.f1;
+        const bool ta = nd.trans_a, tb = nd.trans_b;
         const bool need_a = in_needs(0), need_b = in_needs(1);
         T * GA = need_a ? gin(0).data() : nullptr;
         T * GB = need_b ? gin(1).data() : nullptr;
@@ -1128,11 +773,11 @@ template <class T> void Tape<T>::backward_node(int id) {
             CMap<T> Lj(Lv.data() + jl * Lv.rows(), n, n);
             CMap<T> Yj(Y.data() + j * Y.rows(), n, m);
             SM<T> Xbar = CMap<T>(G.data() + j * G.rows(), n, m);
-            tiny_trsm(Lj.data(), n, Xbar.data(), m, !nd.f0);
+            tiny_trsm(Lj.data(), n, Xbar.data(), m, !nd.trans_a);
             if (need_x) MMap<T>(gin(1).data() + jx * Xv.rows(), n, m) += Xbar;
             if (need_l) {
                 MMap<T> GLj(gin(0).data() + jl * Lv.rows(), n, n);
-                SM<T> outer = nd.f0 ? SM<T>(Yj.lazyProduct(Xbar.transpose())) : SM<T>(Xbar.lazyProduct(Yj.transpose()));
+                SM<T> outer = nd.trans_a ? SM<T>(Yj.lazyProduct(Xbar.transpose())) : SM<T>(Xbar.lazyProduct(Yj.transpose()));
                 GLj.template triangularView<Eigen::Lower>() -= outer;
             }
         }
@@ -1207,60 +852,18 @@ template <class T> void Tape<T>::backward_node(int id) {
         }
         break;
     }
-    case Op::KalmanPredict: {
-        const int n = (int)vin(3).rows();
-        M * gm[5];
-        T * g[5];
-        grad_mats(5, gm);
-        for (Eigen::Index j = 0; j < G.cols(); j++) {
-            grad_cols(5, gm, j, g);
-            const T * F = col_of(vin(0), j), * m = col_of(vin(3), j), * P = col_of(vin(4), j), * Gj = G.data() + j * G.rows();
-            if (n == 3) KalmanKernels<T, 3, 2>::predict_back(n, F, m, P, Gj, g[0], g[1], g[2], g[3], g[4]);
-            else KalmanKernels<T, Eigen::Dynamic, Eigen::Dynamic>::predict_back(n, F, m, P, Gj, g[0], g[1], g[2], g[3], g[4]);
+    case Op::Fused: {
+        FusedNode<T> f;
+        f.n_in = (int)nd.in.size();
+        for (int i = 0; i < f.n_in; i++) {
+            f.in[i] = &vin(i);
+            f.in_grad[i] = in_needs(i) ? &gin(i) : nullptr; // zeroed on first use
         }
-        break;
-    }
-    case Op::KalmanUpdate: {
-        const int n = (int)vin(2).rows(), k = (int)vin(4).rows();
-        M * gm[5];
-        T * g[5];
-        grad_mats(5, gm);
-        for (Eigen::Index j = 0; j < G.cols(); j++) {
-            grad_cols(5, gm, j, g);
-            const T * H = col_of(vin(0), j), * R = col_of(vin(1), j), * mp = col_of(vin(2), j), * Pp = col_of(vin(3), j);
-            const T * aux = nd.aux.data() + j * nd.aux.rows(), * Gj = G.data() + j * G.rows();
-            if (n == 3 && k == 2) KalmanKernels<T, 3, 2>::update_back(n, k, H, R, mp, Pp, aux, Gj, g[0], g[1], g[2], g[3], g[4]);
-            else KalmanKernels<T, Eigen::Dynamic, Eigen::Dynamic>::update_back(n, k, H, R, mp, Pp, aux, Gj, g[0], g[1], g[2], g[3], g[4]);
-        }
-        break;
-    }
-    case Op::SmootherGain: {
-        const int n = nd.br;
-        M * gm[3];
-        T * g[3];
-        grad_mats(3, gm);
-        for (Eigen::Index j = 0; j < G.cols(); j++) {
-            grad_cols(3, gm, j, g);
-            const T * F = col_of(vin(1), j), * P = col_of(vin(2), j), * J = Y.data() + j * Y.rows(), * aux = nd.aux.data() + j * nd.aux.rows();
-            const T * Gj = G.data() + j * G.rows();
-            if (n == 3) KalmanKernels<T, 3, 2>::gain_back(n, F, P, J, aux, Gj, g[0], g[1], g[2]);
-            else KalmanKernels<T, Eigen::Dynamic, Eigen::Dynamic>::gain_back(n, F, P, J, aux, Gj, g[0], g[1], g[2]);
-        }
-        break;
-    }
-    case Op::BackwardSampleStep: {
-        const int n = (int)vin(0).rows();
-        M * gm[7];
-        T * g[7];
-        grad_mats(7, gm);
-        for (Eigen::Index j = 0; j < G.cols(); j++) {
-            grad_cols(7, gm, j, g);
-            const T * P = col_of(vin(1), j), * J = col_of(vin(2), j), * F = col_of(vin(3), j), * q = col_of(vin(4), j);
-            const T * mpn = col_of(vin(5), j), * zn = col_of(vin(6), j), * eps = col_of(vin(7), j);
-            const T * aux = nd.aux.data() + j * nd.aux.rows(), * Gj = G.data() + j * G.rows();
-            if (n == 3) KalmanKernels<T, 3, 2>::sample_back(n, P, J, F, q, mpn, zn, eps, aux, Gj, g[0], g[1], g[2], g[3], g[4], g[5], g[6]);
-            else KalmanKernels<T, Eigen::Dynamic, Eigen::Dynamic>::sample_back(n, P, J, F, q, mpn, zn, eps, aux, Gj, g[0], g[1], g[2], g[3], g[4], g[5], g[6]);
-        }
+        f.value = &Y;
+        f.aux = &nd.aux;
+        f.grad = &G;
+        f.br = nd.br;
+        nd.fused(f);
         break;
     }
     }

@@ -51,8 +51,28 @@ enum class Op : uint8_t {
     Slice, ConcatRows, ConcatCols,
     BMatMul, BTranspose, BDiag, BCholesky, BTriSolve, BCholLogDet,
     BernoulliLogits, GaussDiagLogPdf, GaussCholLogPdf,
-    KalmanPredict, KalmanUpdate, SmootherGain, BackwardSampleStep,
+    Fused, // an op defined outside the tape (see Tape::fused)
 };
+
+template <class T> class Tape;
+
+// ---- ops defined outside the tape ------------------------------------------------------------
+// A fused op written elsewhere (the Kalman steps of kalman_ops.h) keeps the model's maths out
+// of this generic tape. The op records a node with Tape::fused() and fills its value (and aux:
+// what its backward pass needs) in place; backward() later calls the op's FusedBackward with
+// everything the node holds.
+constexpr int kMaxFusedInputs = 8;
+template <class T> struct FusedNode {
+    int n_in = 0;
+    const Mat<T> * in[kMaxFusedInputs] = {};   // the inputs' values
+    Mat<T> * in_grad[kMaxFusedInputs] = {};    // their gradients: null where an input needs none,
+                                               // else zeroed on first use; the op adds into them
+    const Mat<T> * value = nullptr;            // the node's value
+    const Mat<T> * aux = nullptr;              // what the forward pass kept
+    const Mat<T> * grad = nullptr;             // d loss / d value
+    int br = 0;                                // small-matrix rows of the value
+};
+template <class T> using FusedBackward = void (*)(const FusedNode<T> & node);
 
 template <class T> class Tape {
 public:
@@ -132,33 +152,13 @@ public:
     // log N(x; mu, L L^T), L a batch of lower-triangular n x n factors; mu may be [n, 1]
     Var gauss_chol_logpdf(Var x, Var mu, Var L);
 
-    // ---- fused Kalman steps ---------------------------------------------------------------
-    // One node per time step instead of ~20 primitive ones: the Kalman part of a training step
-    // is thousands of ops on 2x3 and 3x3 matrices, where per-node overhead, not arithmetic,
-    // costs. Each returns its two results stacked in rows; take them apart with slice_batch.
-    // Shapes per sample (n = state size, k = observation size); any input may be [., 1]
-    // (broadcast). Tests check each against the composition of the primitive ops above (value
-    // and every input gradient) and against central differences.
-    //
-    // Prediction: m_pred = F m + Bu, P_pred = sym(F P F^T) + diag(q)
-    //   F [n*n], Bu [n], q [n], m [n], P [n*n]                      -> [m_pred; P_pred] [n + n*n, B]
-    Var kalman_predict(Var F, Var Bu, Var q, Var m, Var P);
-    // Update with observation a (Joseph form, S's Cholesky factor kept for the backward pass):
-    //   S = H P H^T + R, K = P H^T S^{-1}, m = m_pred + K (a - H m_pred),
-    //   P = (I - K H) P_pred (I - K H)^T + K R K^T
-    //   H [k*n], R [k*k], m_pred [n], P_pred [n*n], a [k]             -> [m; P] [n + n*n, B]
-    // A Cholesky failure sets error() and yields NaN, like bcholesky.
-    Var kalman_update(Var H, Var R, Var m_pred, Var P_pred, Var a);
-    // Smoother gain J = P F^T (P_pred + jitter I)^{-1}
-    //   P_pred (of the next step) [n*n], F (of the next step) [n*n], P [n*n]  -> J [n*n, B]
-    Var smoother_gain(Var P_pred_next, Var F_next, Var P, T jitter);
-    // One step of the joint backward sample z_t ~ p(z_t | z_{t+1}, a_{1:t}, u):
-    //   c = m + J (z_next - m_pred_next),  A = I - J F_next,
-    //   Sc = A P A^T + J diag(q_next) J^T + jitter I = Lc Lc^T,  z = c + Lc eps,
-    //   log N(z; c, Sc) = -n/2 log 2 pi - |eps|^2 / 2 - sum_i log Lc_ii
-    //   m [n], P [n*n], J [n*n], F_next [n*n], q_next [n], m_pred_next [n], z_next [n],
-    //   eps [n] (a constant)                                          -> [z; log N] [n + 1, B]
-    Var backward_sample_step(Var m, Var P, Var J, Var F_next, Var q_next, Var m_pred_next, Var z_next, Var eps, T jitter);
+    // ---- ops defined outside the tape (see FusedNode) ----------------------------------
+    // Records a node of small-matrix shape br x bc whose value the caller computes from the
+    // inputs' values: it fills *value (and *aux, if its backward needs more) right away,
+    // before recording anything else.
+    Var fused(FusedBackward<T> back, std::initializer_list<Var> inputs, int br, int bc, M *& value, M *& aux);
+    // Records a numerical failure (the first one is kept; see error()).
+    void fail(const std::string & what);
 
     // ---- running ------------------------------------------------------------------------
     const M & value(Var v) const;
@@ -188,9 +188,11 @@ private:
         Param<T> * param = nullptr; // for Op::Parameter
         const M * ext = nullptr;    // for constant_ref: the value lives outside the tape
         int br = 0, bc = 1;         // small-matrix shape of a batched value
-        int i0 = 0, i1 = 0, i2 = 0, i3 = 0;
-        bool f0 = false, f1 = false;
-        T s = T(0);
+        Activation act = Activation::None;   // Linear: its activation
+        int r0 = 0, nr = 0, c0 = 0, nc = 0;  // Slice: the block read
+        bool trans_a = false, trans_b = false; // MatMul, BMatMul: transposed operands; BTriSolve: L^T
+        T scalar = T(0);            // Scale: the factor; AddScalar: the constant
+        FusedBackward<T> fused = nullptr; // Fused: its backward pass
         bool needs_grad = false;
         bool grad_fresh = false;    // backward(): grad not written yet (logically zero)
     };

@@ -36,10 +36,16 @@ Linear<T> make_linear(Params<T> & ps, const std::string & name, int n_in, int n_
     Linear<T> l;
     l.W = &ps.add(name + ".W", n_out, n_in);
     l.b = &ps.add(name + ".b", n_out, 1);
+    init_linear(l, followed_by, rng);
+    return l;
+}
+
+template <class T> void init_linear(const Linear<T> & l, Activation followed_by, Rng & rng) {
     // Kaiming: std = sqrt(2 / n_in); Xavier: std = sqrt(2 / (n_in + n_out))
+    const double n_in = (double)l.W->value.cols(), n_out = (double)l.W->value.rows();
     const double sd = followed_by == Activation::Relu ? std::sqrt(2.0 / n_in) : std::sqrt(2.0 / (n_in + n_out));
     for (Eigen::Index i = 0; i < l.W->value.size(); i++) l.W->value.data()[i] = T(sd * rng.normal());
-    return l;
+    l.b->value.setZero();
 }
 
 template <class T> Var MLP<T>::forward(Tape<T> & t, Var x) const {
@@ -177,6 +183,7 @@ template <class T> bool adam_from_safetensors(const SafeTensors & st, const Para
     template struct MLP<T>;                                                                                          \
     template struct Adam<T>;                                                                                         \
     template Linear<T> make_linear(Params<T> &, const std::string &, int, int, Activation, Rng &);                   \
+    template void init_linear(const Linear<T> &, Activation, Rng &);                                                 \
     template MLP<T> make_mlp(Params<T> &, const std::string &, const std::vector<int> &, Activation, Rng &);         \
     template double sgd_update(Params<T> &, double, double);                                                         \
     template double grad_norm(const Params<T> &);                                                                    \

@@ -36,6 +36,8 @@ template <class T> struct Linear {
 
 template <class T> Linear<T> make_linear(Params<T> & ps, const std::string & name, int n_in, int n_out,
                                          Activation followed_by, Rng & rng);
+// Draws the initial weights of an existing layer (the same draws as make_linear); zero bias.
+template <class T> void init_linear(const Linear<T> & l, Activation followed_by, Rng & rng);
 
 // An MLP: Linear layers with `act` between them and none after the last.
 template <class T> struct MLP {

@@ -2,6 +2,7 @@
 // double precision, batched ops against a per-sample loop of plain Eigen, Adam/SGD state and
 // (de)serialisation, and an MLP autoencoder on rendered pendulum frames.
 #include "autodiff.h"
+#include "kalman_ops.h"
 #include "nn.h"
 #include "pendulum.h"
 
@@ -268,24 +269,24 @@ using Build = std::function<Var(Tape<double> &, const std::vector<Var> &, bool f
 static const Build build_predict = [](Tape<double> & t, const std::vector<Var> & v, bool fused) {
     const int n = (int)t.value(v[3]).rows();
     Var F = t.as_batch(v[0], n, n), P = spd(t, v[4], n, 0.5), q = positive(t, v[2]);
-    return fused ? t.kalman_predict(F, v[1], q, v[3], P) : ref_predict(t, F, v[1], q, v[3], P);
+    return fused ? kalman_predict(t, F, v[1], q, v[3], P) : ref_predict(t, F, v[1], q, v[3], P);
 };
 static const Build build_update = [](Tape<double> & t, const std::vector<Var> & v, bool fused) {
     const int n = (int)t.value(v[2]).rows(), k = (int)t.value(v[4]).rows();
     Var H = t.as_batch(v[0], k, n), R = t.bdiag(positive(t, v[1])), Pp = spd(t, v[3], n, 0.5);
-    return fused ? t.kalman_update(H, R, v[2], Pp, v[4]) : ref_update(t, H, R, v[2], Pp, v[4]);
+    return fused ? kalman_update(t, H, R, v[2], Pp, v[4]) : ref_update(t, H, R, v[2], Pp, v[4]);
 };
 static const Build build_gain = [](Tape<double> & t, const std::vector<Var> & v, bool fused) {
     const int n = (int)std::lround(std::sqrt((double)t.value(v[0]).rows()));
     Var Ppn = spd(t, v[0], n, 0.5), F = t.as_batch(v[1], n, n), P = spd(t, v[2], n, 0.2);
-    return fused ? t.smoother_gain(Ppn, F, P, 1e-3) : ref_gain(t, Ppn, F, P, 1e-3);
+    return fused ? smoother_gain(t, Ppn, F, P, 1e-3) : ref_gain(t, Ppn, F, P, 1e-3);
 };
 static Md sample_eps;
 static const Build build_sample = [](Tape<double> & t, const std::vector<Var> & v, bool fused) {
     const int n = (int)t.value(v[0]).rows();
     Var P = spd(t, v[1], n, 0.5), J = t.as_batch(t.scale(v[2], 0.3), n, n), F = t.as_batch(v[3], n, n), q = positive(t, v[4]);
     Var eps = t.constant(sample_eps);
-    return fused ? t.backward_sample_step(v[0], P, J, F, q, v[5], v[6], eps, 1e-3) : ref_sample(t, v[0], P, J, F, q, v[5], v[6], eps, 1e-3);
+    return fused ? backward_sample_step(t, v[0], P, J, F, q, v[5], v[6], eps, 1e-3) : ref_sample(t, v[0], P, J, F, q, v[5], v[6], eps, 1e-3);
 };
 
 // The fused op against its primitive composition: value and the gradient of sum(out .* W)
@@ -371,7 +372,7 @@ TEST_CASE("fused Kalman steps report a covariance that is not positive definite"
     mp << 0, 0;
     Pp << 1, 0, 0, 1;
     a << 0.5f, 0.5f;
-    Var out = t.kalman_update(t.constant_batch(H, 1, 2), t.constant_batch(R, 1, 1), t.constant(mp), t.constant_batch(Pp, 2, 2), t.constant(a));
+    Var out = kalman_update(t, t.constant_batch(H, 1, 2), t.constant_batch(R, 1, 1), t.constant(mp), t.constant_batch(Pp, 2, 2), t.constant(a));
     CHECK(t.error().find("kalman_update: innovation covariance 0") != std::string::npos);
     CHECK(std::isnan(t.value(out)(0, 0)));
 }

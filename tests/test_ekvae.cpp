@@ -621,9 +621,8 @@ TEST_CASE("restarts: the start with the best held-out objective is continued; re
     }
     const std::vector<uint8_t> ck = e.checkpoint();
     Trainer r;
-    r.validation = &val;
     std::string err;
-    REQUIRE_MESSAGE(r.restore(ck.data(), ck.size(), err), err);
+    REQUIRE_MESSAGE(r.resume(ck.data(), ck.size(), {}, &val, err), err);
     CHECK(r.choosing());
     for (int i = 0; i < 10; i++) {
         sample_batch(d, c.batch, c.window, r.rng, X, U);
@@ -778,19 +777,19 @@ TEST_CASE("readout: angle, velocity and their standard deviations by linearisati
     for (int col = 0; col < 2; col++) {
         const Readout r = readout(m, z, P, col);
         const Vd o = m.readout_W * z.col(col) + m.readout_b;
-        CHECK(r.theta == doctest::Approx(std::atan2(o(1), o(0))));
-        CHECK(r.omega == doctest::Approx(o(2)));
+        CHECK(r.value[0] == doctest::Approx(std::atan2(o(1), o(0))));
+        CHECK(r.value[1] == doctest::Approx(o(2)));
         // gradient of theta in z by central differences
         Vd g(3);
         for (int i = 0; i < 3; i++) {
             Md zp = z, zm = z;
             zp(i, col) += 1e-6;
             zm(i, col) -= 1e-6;
-            g(i) = (readout(m, zp, P, col).theta - readout(m, zm, P, col).theta) / 2e-6;
+            g(i) = (readout(m, zp, P, col).value[0] - readout(m, zm, P, col).value[0]) / 2e-6;
         }
         const Md Pc = P.col(col).reshaped(3, 3);
-        CHECK(r.sigma_theta == doctest::Approx(std::sqrt(g.dot(Pc * g))).epsilon(1e-6));
+        CHECK(r.sigma[0] == doctest::Approx(std::sqrt(g.dot(Pc * g))).epsilon(1e-6));
         const Vd w = m.readout_W.row(2).transpose();
-        CHECK(r.sigma_omega == doctest::Approx(std::sqrt(w.dot(Pc * w))));
+        CHECK(r.sigma[1] == doctest::Approx(std::sqrt(w.dot(Pc * w))));
     }
 }

@@ -200,8 +200,10 @@ TEST_CASE("validate_dataset_config refuses unusable sizes") {
     c = DatasetConfig(); c.image_size = kMaxImageSize + 1;
     CHECK_FALSE(validate_dataset_config(c, err));
     CHECK(err.find("--image-size") != std::string::npos);
-    c = DatasetConfig(); c.world.dt = 0.0;
-    CHECK_FALSE(validate_dataset_config(c, err));
+    PendulumWorld w;
+    CHECK_FALSE(w.set_param("dt", 0.0, err));
+    CHECK(err.find("dt") != std::string::npos);
+    CHECK_FALSE(w.set_param("mass", 1.0, err)); // not one of its parameters
 
     // over 4 GiB: 100M sequences, and the largest sizes (no overflow in the size arithmetic)
     c = DatasetConfig(); c.sequences = 100000000;
@@ -243,8 +245,14 @@ TEST_CASE("generate_dataset: golden hash of a small dataset") {
     char hex[32];
     std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
     INFO("FNV-1a 64 = 0x" << hex << ", " << bytes.size() << " bytes");
-    CHECK(bytes.size() == 4468);
-    CHECK(h == 0x37c77655e90e6a9dULL);
+    // (Updated when the writer began recording the world's name and state/action names in the
+    // metadata; the tensor bytes are unchanged: their hash below is the same as before.)
+    CHECK(bytes.size() == 4532);
+    CHECK(h == 0xaa88837dce3e1065ULL);
+    uint64_t header = 0;
+    std::memcpy(&header, bytes.data(), 8);
+    const std::vector<uint8_t> data(bytes.begin() + 8 + (long)header, bytes.end());
+    CHECK(fnv1a64(data) == 0x30a44b3a7771cff3ULL);
 }
 
 TEST_CASE("generate_dataset: statistics and consistency") {
@@ -257,22 +265,22 @@ TEST_CASE("generate_dataset: statistics and consistency") {
 
     double action_sum = 0.0, worst_angle = 0.0, worst_step = 0.0;
     for (int n = 0; n < d.N; n++) {
-        CHECK(std::fabs(d.omega(n, 0)) <= 1.0f); // omega_0 ~ U(-1, 1)
+        CHECK(std::fabs(d.state(n, 0, 1)) <= 1.0f); // omega_0 ~ U(-1, 1)
         for (int t = 0; t < d.T; t++) {
-            float u = d.action(n, t);
+            float u = d.action(n, t, 0);
             CHECK(u >= -2.0f);
             CHECK(u <= 2.0f);
             action_sum += u;
-            CHECK(std::fabs(d.omega(n, t)) <= 8.0f);
-            CHECK(d.theta(n, t) >= -(float)kPi);
-            CHECK(d.theta(n, t) <= (float)kPi);
-            worst_angle = std::fmax(worst_angle, angle_diff(image_angle(d.image(n, t), d.W), d.theta(n, t)));
+            CHECK(std::fabs(d.state(n, t, 1)) <= 8.0f);
+            CHECK(d.state(n, t, 0) >= -(float)kPi);
+            CHECK(d.state(n, t, 0) <= (float)kPi);
+            worst_angle = std::fmax(worst_angle, angle_diff(image_angle(d.image(n, t), d.W), d.state(n, t, 0)));
             // u_t is applied between frame t and t + 1 (float storage limits the precision)
             if (t + 1 < d.T) {
-                PendulumState s{d.theta(n, t), d.omega(n, t)};
-                PendulumState next = pendulum_step(c.world, s, u);
-                worst_step = std::fmax(worst_step, angle_diff(next.theta, d.theta(n, t + 1)));
-                worst_step = std::fmax(worst_step, std::fabs(next.omega - d.omega(n, t + 1)));
+                PendulumState s{d.state(n, t, 0), d.state(n, t, 1)};
+                PendulumState next = pendulum_step(PendulumParams{}, s, u);
+                worst_step = std::fmax(worst_step, angle_diff(next.theta, d.state(n, t + 1, 0)));
+                worst_step = std::fmax(worst_step, std::fabs(next.omega - d.state(n, t + 1, 1)));
             }
         }
     }
@@ -288,12 +296,14 @@ TEST_CASE("generate_dataset: statistics and consistency") {
 TEST_CASE("dataset round trip through safetensors bytes") {
     DatasetConfig c;
     c.sequences = 3; c.steps = 7; c.image_size = 10; c.seed = 12345678901234567ULL;
-    c.world.g = 9.81;
+    auto w = std::make_shared<PendulumWorld>();
+    std::string err;
+    REQUIRE(w->set_param("g", 9.81, err));
+    c.world = w;
     Dataset d = generate_dataset(c);
     std::vector<uint8_t> bytes = dataset_to_safetensors(d);
 
     Dataset r;
-    std::string err;
     REQUIRE_MESSAGE(dataset_from_safetensors(bytes.data(), bytes.size(), r, err), err);
     CHECK(r.N == 3);
     CHECK(r.T == 7);
@@ -302,8 +312,10 @@ TEST_CASE("dataset round trip through safetensors bytes") {
     CHECK(r.actions == d.actions);
     CHECK(r.states == d.states);
     CHECK(r.config.seed == 12345678901234567ULL);
-    CHECK(r.config.world.g == 9.81);
-    CHECK(r.config.world.dt == 0.05);
+    REQUIRE(r.world().name == "pendulum");
+    const PendulumWorld & rw = dynamic_cast<const PendulumWorld &>(r.world());
+    CHECK(rw.p.g == 9.81);
+    CHECK(rw.p.dt == 0.05);
     CHECK(dataset_to_safetensors(r) == bytes); // and back to the same bytes
 }
 

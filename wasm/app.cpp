@@ -148,8 +148,8 @@ void stream_score_step(App & app, ModelStream & s, double u) {
     const Mat<float> U = Mat<float>::Constant(1, 30, (float)u);
     Mat<float> zs, Ps;
     ekvae::forecast(*s.tape, *s.model, s.z, s.P, U, zs, Ps, (Mat<float> *)nullptr);
-    s.pending.push_back({app.steps + 10, false, ekvae::readout(*s.model, zs, Ps, 9).theta});
-    s.pending.push_back({app.steps + 30, true, ekvae::readout(*s.model, zs, Ps, 29).theta});
+    s.pending.push_back({app.steps + 10, false, ekvae::readout(*s.model, zs, Ps, 9).value[0]});
+    s.pending.push_back({app.steps + 30, true, ekvae::readout(*s.model, zs, Ps, 29).value[0]});
     std::stable_sort(s.pending.begin(), s.pending.end(), [](const auto & a, const auto & b) { return a.target < b.target; });
 }
 
@@ -173,13 +173,14 @@ double stream_filter(App & app, ModelStream & s, double u_prev) {
     const double t0 = now_ms();
     Mat<float> x;
     if (!app.covered) x = Eigen::Map<const Mat<float>>(app.obs.data(), (Eigen::Index)app.obs.size(), 1);
-    ekvae::filter_step(*s.tape, *s.model, s.z, s.P, !s.started, (float)u_prev, app.covered ? nullptr : &x);
+    ekvae::filter_step(*s.tape, *s.model, s.z, s.P, !s.started, Mat<float>(Mat<float>::Constant(1, 1, (float)u_prev)),
+                       app.covered ? nullptr : &x);
     s.started = true;
     const ekvae::Readout r = ekvae::readout(*s.model, s.z, s.P);
-    s.est_theta = r.theta;
-    s.est_sigma = r.sigma_theta;
-    s.est_omega = r.omega;
-    s.est_omega_sigma = r.sigma_omega;
+    s.est_theta = r.value[0];
+    s.est_sigma = r.sigma[0];
+    s.est_omega = r.value[1];
+    s.est_omega_sigma = r.sigma[1];
     s.filter_ms = now_ms() - t0;
     s.past_theta.push_back(s.est_theta);
     s.past_sigma.push_back(s.est_sigma);
@@ -211,10 +212,10 @@ void stream_forecast(ModelStream & s, int H, double u) {
     s.fc_omega_sigma.resize(H);
     for (int k = 0; k < H; k++) {
         const ekvae::Readout r = ekvae::readout(*s.model, s.zs, s.Ps, k);
-        s.fc_theta[k] = r.theta;
-        s.fc_sigma[k] = r.sigma_theta;
-        s.fc_omega[k] = r.omega;
-        s.fc_omega_sigma[k] = r.sigma_omega;
+        s.fc_theta[k] = r.value[0];
+        s.fc_sigma[k] = r.sigma[0];
+        s.fc_omega[k] = r.value[1];
+        s.fc_omega_sigma[k] = r.sigma[1];
     }
 }
 
@@ -831,18 +832,6 @@ void panel(const char * title, ImVec2 pos, ImVec2 size, void (*body)(App &), App
     ImGui::End();
 }
 
-// The config's parameter count (refuses absurd configs before ekvae_init allocates them).
-double config_params(const ekvae::EkvaeConfig & c) {
-    auto mlp = [](int in, const std::vector<int> & hidden, int out) {
-        double n = 0;
-        int prev = in;
-        for (int h : hidden) { n += (double)prev * h + h; prev = h; }
-        return n + (double)prev * out + out;
-    };
-    const double D = (double)c.image_size * c.image_size;
-    return mlp((int)D, c.enc_hidden, 2 * c.n_a) + mlp(c.n_a, c.dec_hidden, (int)D) + mlp(c.n_z + c.n_u, c.alpha_hidden, c.K) +
-           (double)c.n_z * c.n_z * c.K + (double)c.n_z * c.n_u * c.K;
-}
 
 } // namespace
 
@@ -1041,10 +1030,12 @@ bool app_load_model(App & app, int slot, const std::string & name, const uint8_t
     if (c != st.metadata.end()) {
         ekvae::EkvaeConfig cfg;
         if (ekvae::config_from_json(c->second, cfg, e)) {
+            if (cfg.world != "pendulum")
+                return fail("this is a model of the " + cfg.world + " world; this page runs the pendulum");
             if (cfg.image_size != app.W)
                 return fail("the model reads " + std::to_string(cfg.image_size) + "x" + std::to_string(cfg.image_size) +
                             " frames; this demo renders " + std::to_string(app.W) + "x" + std::to_string(app.W));
-            if (cfg.n_z < 1 || cfg.n_z > 64 || config_params(cfg) > kMaxModelParams)
+            if (cfg.n_z < 1 || cfg.n_z > 64 || ekvae::param_count(cfg) > kMaxModelParams)
                 return fail("the model's config is far larger than this demo handles");
         }
     }
@@ -1110,10 +1101,10 @@ double app_benchmark(App & app, int n, int H, int slot, double * mean_ms) {
         s.z = z0;
         s.P = P0;
         const double t0 = now_ms();
-        ekvae::filter_step(*s.tape, *s.model, s.z, s.P, !started0, (float)app.torque, &x);
-        th += ekvae::readout(*s.model, s.z, s.P).theta;
+        ekvae::filter_step(*s.tape, *s.model, s.z, s.P, !started0, Mat<float>(Mat<float>::Constant(1, 1, (float)app.torque)), &x);
+        th += ekvae::readout(*s.model, s.z, s.P).value[0];
         ekvae::forecast(*s.tape, *s.model, s.z, s.P, U, zs, Ps, &img);
-        for (int k = 0; k < H; k++) th += ekvae::readout(*s.model, zs, Ps, k).theta;
+        for (int k = 0; k < H; k++) th += ekvae::readout(*s.model, zs, Ps, k).value[0];
         ms[i] = now_ms() - t0;
     }
     if (mean_ms) *mean_ms = (now_ms() - t_all) / n;

@@ -96,22 +96,22 @@ int fuzz_dataset(const uint8_t * data, size_t size) {
     FUZZ_CHECK(d.N >= 1 && d.T >= 1 && d.W >= 1 && d.W <= kMaxImageSize);
     const size_t frames = (size_t)d.N * (size_t)d.T;
     FUZZ_CHECK(d.images.size() == frames * (size_t)d.W * (size_t)d.W);
-    FUZZ_CHECK(d.actions.size() == frames);
-    FUZZ_CHECK(d.states.size() == frames * 2);
+    FUZZ_CHECK(d.actions.size() == frames * d.U);
+    FUZZ_CHECK(d.states.size() == frames * d.S);
     for (float v : d.images) FUZZ_CHECK(v >= 0.0f && v <= 1.0f);
     for (float v : d.actions) FUZZ_CHECK(std::isfinite(v));
     for (float v : d.states) FUZZ_CHECK(std::isfinite(v));
     // the accessors stay inside the arrays
     FUZZ_CHECK(d.image(d.N - 1, d.T - 1) + d.W * d.W == d.images.data() + d.images.size());
-    FUZZ_CHECK(std::isfinite(d.action(d.N - 1, d.T - 1) + d.theta(d.N - 1, d.T - 1) + d.omega(d.N - 1, d.T - 1)));
+    FUZZ_CHECK(d.S == d.world().S && d.U == d.world().U);
+    FUZZ_CHECK(std::isfinite(d.action(d.N - 1, d.T - 1, d.U - 1) + d.state(d.N - 1, d.T - 1, 0) + d.state(d.N - 1, d.T - 1, d.S - 1)));
     // a round trip keeps every value and setting
     const std::vector<uint8_t> bytes = dataset_to_safetensors(d);
     Dataset back;
     FUZZ_CHECK(dataset_from_safetensors(bytes.data(), bytes.size(), back, err));
     FUZZ_CHECK(back.N == d.N && back.T == d.T && back.W == d.W);
     FUZZ_CHECK(back.images == d.images && back.actions == d.actions && back.states == d.states);
-    FUZZ_CHECK(back.config.seed == d.config.seed && back.config.world.g == d.config.world.g &&
-               back.config.world.dt == d.config.world.dt && back.config.world.max_torque == d.config.world.max_torque);
+    FUZZ_CHECK(back.config.seed == d.config.seed && back.world().name == d.world().name && back.world().params() == d.world().params());
     // a batch of windows can be cut from it
     if (d.T >= 2 && frames * (size_t)d.W * (size_t)d.W <= (1u << 20)) {
         Rng rng(1);
@@ -146,8 +146,9 @@ int fuzz_model(const uint8_t * data, size_t size) {
         Tape<float> t;
         Mat<float> z, P;
         Mat<float> x = Mat<float>::Constant(D, 1, 0.25f);
-        filter_step(t, m, z, P, true, 0.0f, &x);
-        filter_step(t, m, z, P, false, 1.0f, (const Mat<float> *)nullptr);
+        const Mat<float> u0 = Mat<float>::Zero(m.cfg.n_u, 1), u1 = Mat<float>::Ones(m.cfg.n_u, 1);
+        filter_step(t, m, z, P, true, u0, &x);
+        filter_step(t, m, z, P, false, u1, (const Mat<float> *)nullptr);
         FUZZ_CHECK(z.rows() == nz && z.cols() == 1 && P.size() == nz * nz);
         if (z.allFinite() && P.allFinite()) {
             Mat<float> zs, Ps, img;
@@ -155,7 +156,7 @@ int fuzz_model(const uint8_t * data, size_t size) {
             FUZZ_CHECK(zs.cols() == 3 && img.rows() == D && img.cols() == 3);
             if (m.has_readout) {
                 const Readout r = readout(m, zs, Ps, 2);
-                FUZZ_CHECK(!(r.sigma_theta < 0) && !(r.sigma_omega < 0));
+                for (double sd : r.sigma) FUZZ_CHECK(!(sd < 0));
             }
         }
     }
@@ -178,9 +179,9 @@ int fuzz_checkpoint(const uint8_t * data, size_t size) {
     FUZZ_CHECK(again.checkpoint() == ck);
     // one training step from it (one thread, two time steps) keeps the weights finite, and the
     // state after it is again a loadable checkpoint
-    const EkvaeConfig & c = tr.cfg;
+    const EkvaeConfig & c = tr.cfg();
     if (small_enough(c, tr.model.ps.numel()) && c.batch <= 8) {
-        tr.cfg.threads = 1;
+        FUZZ_CHECK(tr.resume(ck.data(), ck.size(), {{"threads", "1"}}, nullptr, err));
         const int D = c.image_size * c.image_size, B = c.batch, T_ = 2;
         Mat<float> X(D, B * T_), U = Mat<float>::Zero(c.n_u, B * T_);
         for (Eigen::Index i = 0; i < X.size(); i++) X(i) = (float)((i * 7) % 5) / 4.0f;

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The one sanitizer build (clang-14, AddressSanitizer + UndefinedBehaviorSanitizer, the core also
+# instrumented for libFuzzer's coverage) that scripts/test_sanitize.sh and scripts/fuzz.sh share:
+#   scripts/sanitize_build.sh TARGET...     configures build-asan/ (EKVAE_ASAN_BUILD_DIR) and builds
+# -O1 with line tables: fast enough to run the suite, quick to compile, readable stack traces.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+build=${EKVAE_ASAN_BUILD_DIR:-build-asan}
+jobs=${EKVAE_JOBS:-2}
+if ! command -v clang++-14 >/dev/null; then
+  echo "sanitize_build: clang++-14 not found (scripts/setup.sh installs clang-14 and libclang-rt-14-dev)" >&2
+  exit 1
+fi
+CC=clang-14 CXX=clang++-14 cmake -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
+  -DEKVAE_FUZZ=ON -DEKVAE_NATIVE_ARCH=OFF >/dev/null
+cmake --build "$build" -j"$jobs" --target "$@"
