@@ -373,7 +373,7 @@ static int run(int argc, char ** argv) {
                 char buf[64];
                 std::snprintf(buf, sizeof buf, "%s%s %.3f", r2s.empty() ? "" : " ", p.targets[k].c_str(), p.r2[k]);
                 r2s += buf;
-                if (p.targets[k].rfind("cos", 0) != 0 && p.targets[k].rfind("sin", 0) != 0) { // the velocities
+                if (!tr.model.world->angle[tr.model.world->target_component((int)k)]) { // the velocities
                     std::snprintf(buf, sizeof buf, "%s%s %.3f", knns.empty() ? "" : " ", p.targets[k].c_str(), p.r2_knn[k]);
                     knns += buf;
                 }

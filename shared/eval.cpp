@@ -77,17 +77,6 @@ void fit_linear(const Eigen::MatrixXd & Z, const Eigen::MatrixXd & Y, Eigen::Mat
 
 double wrapped_abs(double a) { return std::abs(wrap_angle(a)); }
 
-// The rows of the read-out targets that hold the world's non-angle components.
-std::vector<int> value_rows(const World & w) {
-    std::vector<int> rows;
-    int k = 0;
-    for (int i = 0; i < w.S; i++) {
-        if (w.angle[i]) k += 2;
-        else rows.push_back(k++);
-    }
-    return rows;
-}
-
 // Open-loop forecasts of every sequence of d (see kForecastFilterSteps): the curves of e
 // against the repeat-last-frame baseline. Wr, br: the read-out for the velocity errors.
 void forecast_curves(Ekvae<float> & m, const Dataset & d, const Eigen::MatrixXd & Wr, const Eigen::VectorXd & br, EvalMetrics & e) {
@@ -96,10 +85,9 @@ void forecast_curves(Ekvae<float> & m, const Dataset & d, const Eigen::MatrixXd 
     std::vector<int> angle_idx;
     for (int i = 0; i < w.S; i++)
         if (w.angle[i]) angle_idx.push_back(i);
-    const std::vector<int> vrows = value_rows(w);
-    std::vector<int> value_idx;
-    for (int i = 0; i < w.S; i++)
-        if (!w.angle[i]) value_idx.push_back(i);
+    std::vector<int> vrows; // the read-out targets of the non-angle components (velocities)
+    for (int k = 0; k < w.targets(); k++)
+        if (!w.angle[w.target_component(k)]) vrows.push_back(k);
     e.mse_curve.assign(Hmax, 0); e.baseline_mse_curve.assign(Hmax, 0);
     e.angle_err_curve.assign(Hmax, 0); e.baseline_angle_curve.assign(Hmax, 0);
     e.angle_err_by_angle.assign(na, std::vector<double>(Hmax, 0));
@@ -149,7 +137,7 @@ void forecast_curves(Ekvae<float> & m, const Dataset & d, const Eigen::MatrixXd 
                     const Eigen::VectorXd yk = Wr * zs.col((Eigen::Index)k * B + b).cast<double>() + br;
                     double ev = 0, evb = 0;
                     for (size_t v = 0; v < vrows.size(); v++) {
-                        const double truth_v = d.state(n, Tf + k, value_idx[v]);
+                        const double truth_v = d.state(n, Tf + k, w.target_component(vrows[v]));
                         ev += std::abs(yk(vrows[v]) - truth_v);
                         evb += std::abs(ylast(vrows[v]) - truth_v);
                     }

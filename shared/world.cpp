@@ -114,6 +114,14 @@ int World::angles() const {
     return n;
 }
 
+int World::target_component(int k) const {
+    for (int i = 0; i < S; i++) {
+        k -= angle[i] ? 2 : 1;
+        if (k < 0) return i;
+    }
+    return -1;
+}
+
 void World::readout_targets(const double * s, double * y) const {
     int k = 0;
     for (int i = 0; i < S; i++) {

@@ -81,6 +81,8 @@ public:
 
     int angles() const;                   // how many components are angles
     int targets() const { return (int)target_names.size(); }
+    // The state component read-out target k belongs to (an angle has two targets).
+    int target_component(int k) const;
     // The read-out targets of state s [S]: y [targets()].
     void readout_targets(const double * s, double * y) const;
 };
