@@ -11,8 +11,8 @@
 // in files compiled with -ffp-contract=off, and draw from the portable Rng only.
 //
 // To add a world: derive from World, fill the members in its constructor, implement the
-// virtual functions, and add it to make_world() in world.cpp (docs/architecture.md walks
-// through the two-link arm, which was added this way).
+// virtual functions, and add it to make_world() in world.cpp (docs/architecture.md has the
+// steps).
 //
 // Dimension legend: N sequences, T steps, W image side, S state dims, U action dims.
 #pragma once
