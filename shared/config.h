@@ -77,8 +77,8 @@ bool config_json_items(const std::string & text, std::vector<std::pair<std::stri
 bool config_set(EkvaeConfig & cfg, const std::string & key, const std::string & value, std::string & err);
 bool config_validate(const EkvaeConfig & cfg, std::string & err);
 std::vector<std::string> config_keys();
-// Named presets: "pendulum" (the defaults); returns false
-// for an unknown name.
+// Named presets: "pendulum" (the defaults) and "arm" (world arm, n_u 2, 24x24 frames, n_a 4,
+// n_z 6, wider networks, its own D0); returns false for an unknown name.
 bool config_preset(const std::string & name, EkvaeConfig & cfg);
 
 } // namespace ekvae

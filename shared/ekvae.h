@@ -24,6 +24,7 @@
 //
 // The modules, each with its own header (docs/architecture.md shows how they connect):
 //   world.h      World interface, datasets          pendulum.h         the pendulum world
+//                                                   arm.h              the two-link arm world
 //   autodiff.h   the tape                           nn.h               layers, Adam
 //   kalman_ops.h fused Kalman steps on the tape     safetensors.h      the file format
 //   config.h     every setting                      model.h            parameters, model file, read-out
@@ -31,6 +32,7 @@
 //   objective.h  the ELBO / Lagrangian, lambda      train.h            batches, Trainer
 //   eval.h       r^2 probes, forecasts, metrics
 #pragma once
+#include "arm.h"
 #include "autodiff.h"
 #include "config.h"
 #include "eval.h"

@@ -11,18 +11,7 @@
 namespace ekvae {
 
 namespace {
-
 constexpr double kPi = 3.14159265358979311600e+00; // nearest double to pi
-
-// u ~ U(lo, hi) from the Rng, written here (not Rng::uniform(lo, hi)) so this file's
-// no-contraction rule covers the arithmetic whatever the compiler inlines.
-double draw_uniform(Rng & rng, double lo, double hi) {
-    double u = rng.uniform(); // [0, 1), exact
-    return lo + (hi - lo) * u;
-}
-
-double clip(double x, double lo, double hi) { return x < lo ? lo : (x > hi ? hi : x); }
-
 } // namespace
 
 PendulumState pendulum_step(const PendulumParams & p, PendulumState s, double u) {
@@ -43,36 +32,9 @@ void render_pendulum(double theta, int W, float * out) {
     double sin_theta, cos_theta;
     portable_sin_cos(theta, sin_theta, cos_theta);
     // rod from c = (W/2, W/2) to tip = c + r (sin theta, -cos theta), r = 0.8 W/2
-    const double cx = 0.5 * W, cy = 0.5 * W;
     const double rod = 0.8 * W / 2.0;
-    const double dx = rod * sin_theta, dy = -rod * cos_theta; // tip - c
-    const double dd = dx * dx + dy * dy;
-    const double radius = 0.75 * W / 16.0;
-    // distance from (px, py) to the segment: project onto it, clamp to [0, 1]
-    auto seg_dist = [&](double px, double py) {
-        double qx = px - cx, qy = py - cy;
-        double t = dd > 0.0 ? (qx * dx + qy * dy) / dd : 0.0;
-        t = clip(t, 0.0, 1.0);
-        double ex = qx - t * dx, ey = qy - t * dy;
-        return std::sqrt(ex * ex + ey * ey);
-    };
-    for (int i = 0; i < W; i++) {
-        for (int j = 0; j < W; j++) {
-            // Shortcut: every sub-sample lies within 0.53 of the pixel centre and distance to a
-            // set is 1-Lipschitz, so a centre further than radius + 0.6 gives all-zero samples.
-            if (seg_dist(j + 0.5, i + 0.5) > radius + 0.6) {
-                out[(size_t)i * W + j] = 0.0f;
-                continue;
-            }
-            int hits = 0;
-            for (int a = 0; a < 4; a++)       // sub-sample rows
-                for (int b = 0; b < 4; b++) { // sub-sample columns
-                    double px = j + (b + 0.5) / 4.0, py = i + (a + 0.5) / 4.0;
-                    if (seg_dist(px, py) <= radius) hits++;
-                }
-            out[(size_t)i * W + j] = (float)hits / 16.0f; // exact in float
-        }
-    }
+    const Capsule c{0.5 * W, 0.5 * W, rod * sin_theta, -rod * cos_theta, 0.75 * W / 16.0, 1.0};
+    render_capsules(&c, 1, W, out);
 }
 
 double image_angle(const float * img, int W) {

@@ -5,6 +5,7 @@
 // the generator's conversions must give the same bits on every machine and in WebAssembly.
 #include "world.h"
 
+#include "arm.h"
 #include "pendulum.h"
 #include "safetensors.h"
 
@@ -108,6 +109,58 @@ double wrap_angle(double theta) {
     return r;
 }
 
+double draw_uniform(Rng & rng, double lo, double hi) {
+    double u = rng.uniform(); // [0, 1), exact
+    return lo + (hi - lo) * u;
+}
+
+double clip(double x, double lo, double hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+void render_capsules(const Capsule * caps, int n, int W, float * out) {
+    // distance from (px, py) to capsule k's segment: project onto it, clamp to [0, 1]
+    auto seg_dist = [&](const Capsule & c, double px, double py) {
+        const double dd = c.dx * c.dx + c.dy * c.dy;
+        double qx = px - c.x, qy = py - c.y;
+        double t = dd > 0.0 ? (qx * c.dx + qy * c.dy) / dd : 0.0;
+        t = clip(t, 0.0, 1.0);
+        double ex = qx - t * c.dx, ey = qy - t * c.dy;
+        return std::sqrt(ex * ex + ey * ey);
+    };
+    // Shortcut: every sub-sample lies within 0.53 of the pixel centre and distance to a set is
+    // 1-Lipschitz, so a centre further than radius + 0.6 from every capsule gives all-zero
+    // samples; a capsule's bounding box (grown by radius + 1) skips most distance tests.
+    std::vector<int> box((size_t)4 * n); // per capsule: first and last row, first and last column
+    for (int k = 0; k < n; k++) {
+        const Capsule & c = caps[k];
+        const double g = c.radius + 1.0;
+        box[4 * k + 0] = (int)std::floor(std::min(c.y, c.y + c.dy) - g);
+        box[4 * k + 1] = (int)std::ceil(std::max(c.y, c.y + c.dy) + g);
+        box[4 * k + 2] = (int)std::floor(std::min(c.x, c.x + c.dx) - g);
+        box[4 * k + 3] = (int)std::ceil(std::max(c.x, c.x + c.dx) + g);
+    }
+    for (int i = 0; i < W; i++) {
+        for (int j = 0; j < W; j++) {
+            bool near = false;
+            for (int k = 0; k < n && !near; k++)
+                near = i >= box[4 * k] && i <= box[4 * k + 1] && j >= box[4 * k + 2] && j <= box[4 * k + 3] &&
+                       seg_dist(caps[k], j + 0.5, i + 0.5) <= caps[k].radius + 0.6;
+            if (!near) {
+                out[(size_t)i * W + j] = 0.0f;
+                continue;
+            }
+            double sum = 0.0; // of multiples of 1/2^k intensities: exact
+            for (int a = 0; a < 4; a++)       // sub-sample rows
+                for (int b = 0; b < 4; b++) { // sub-sample columns
+                    double px = j + (b + 0.5) / 4.0, py = i + (a + 0.5) / 4.0, v = 0.0;
+                    for (int k = 0; k < n; k++)
+                        if (caps[k].intensity > v && seg_dist(caps[k], px, py) <= caps[k].radius) v = caps[k].intensity;
+                    sum += v;
+                }
+            out[(size_t)i * W + j] = (float)(sum / 16.0);
+        }
+    }
+}
+
 int World::angles() const {
     int n = 0;
     for (bool a : angle) n += a ? 1 : 0;
@@ -136,6 +189,7 @@ void World::readout_targets(const double * s, double * y) const {
 
 std::unique_ptr<World> make_world(const std::string & name) {
     if (name == "pendulum") return make_pendulum_world();
+    if (name == "arm") return make_arm_world();
     return nullptr;
 }
 
@@ -144,7 +198,7 @@ const World & default_world() {
     return *w;
 }
 
-std::vector<std::string> world_names() { return {"pendulum"}; } // the two-link arm (issue 15) is not written yet
+std::vector<std::string> world_names() { return {"pendulum", "arm"}; }
 
 std::string world_names_list() {
     std::string s;

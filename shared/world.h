@@ -34,6 +34,21 @@ double wrap_angle(double theta);
 // dynamics would amplify into different datasets). NaN for non-finite x.
 void portable_sin_cos(double x, double & s, double & c);
 
+// Helpers the worlds share (all in double, portable):
+// u ~ U(lo, hi) from the Rng; x clipped to [lo, hi].
+double draw_uniform(Rng & rng, double lo, double hi);
+double clip(double x, double lo, double hi);
+
+// A thick segment ("capsule") in pixel coordinates (x right, y down; pixel (i, j) covers
+// [j, j+1] x [i, i+1]): the points within `radius` of the segment from (x, y) to
+// (x + dx, y + dy), drawn with the given intensity.
+struct Capsule {
+    double x, y, dx, dy, radius, intensity;
+};
+// Renders capsules into out [W*W]: a pixel is the mean over its 4x4 sub-sample points
+// (offsets (k + 0.5)/4) of the largest intensity of a capsule covering the point (0 if none).
+void render_capsules(const Capsule * caps, int n, int W, float * out);
+
 class World {
 public:
     virtual ~World() = default;

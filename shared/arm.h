@@ -1,0 +1,78 @@
+// arm.h: the two-link arm world and its renderer.
+//
+// A planar arm seen from above (no gravity): link 1 turns about a fixed shoulder at the image
+// centre, link 2 about the elbow at link 1's end, each joint driven by its own torque and
+// damped. Point masses m1 at the elbow and m2 at the hand, massless links of lengths l1, l2.
+// State (theta1, theta2, omega1, omega2): theta1 is link 1's angle (0 = up in the image,
+// positive clockwise, as the pendulum's theta), theta2 the elbow angle of link 2 relative to
+// link 1 (0 = straight), both wrapped to (-pi, pi]; omega = d theta / dt.
+//
+// Equations of motion (Lagrangian of the two point masses, q = (theta1, theta2)):
+//   M(q) q'' + c(q, q') + b q' = u
+//   M11 = (m1 + m2) l1^2 + m2 l2^2 + 2 m2 l1 l2 cos theta2
+//   M12 = M21 = m2 l2^2 + m2 l1 l2 cos theta2,   M22 = m2 l2^2
+//   c1 = -m2 l1 l2 sin theta2 (2 omega1 omega2 + omega2^2),   c2 = m2 l1 l2 sin theta2 omega1^2
+// u is clipped to [-max_torque, max_torque] per joint and held over a step of dt, integrated
+// by `substeps` classic Runge-Kutta (RK4) steps; then each omega is clipped to
+// [-max_speed, max_speed] and the angles wrapped.
+//
+// Renderer: the shoulder at the image centre, the arm scaled so l1 + l2 spans 0.85 W/2.
+// Link 1 is drawn at intensity 0.5 and link 2 at 1 (the brighter one on top), both with
+// radius 0.75 W/16 as the pendulum's rod, so both angles can be read from one frame, even
+// folded (theta2 = pi puts the bright link 2 over the end of the dim link 1, since l2 < l1).
+#pragma once
+#include "world.h"
+
+namespace ekvae {
+
+struct ArmParams {
+    double l1 = 1.0, l2 = 0.8;   // link lengths (m); the renderer needs l2 < l1
+    double m1 = 1.0, m2 = 1.0;   // point masses at the elbow and the hand (kg)
+    double damping = 0.1;        // viscous friction at each joint (N m s / rad)
+    double dt = 0.05;            // seconds per step
+    double substeps = 4;         // RK4 steps per step (an integer >= 1)
+    double max_speed = 6.0;      // |omega_i| clip (rad/s)
+    double max_torque = 1.0;     // |u_i| clip (N m)
+};
+
+// One step under torques u [2] (clipped): s, next [4] = (theta1, theta2, omega1, omega2).
+void arm_step(const ArmParams & p, const double * s, const double * u, double * next);
+// d/dt of the state s [4] under torques u [2] (not clipped): ds [4].
+void arm_derivative(const ArmParams & p, const double * s, const double * u, double * ds);
+
+// The arm at angles (theta1, theta2) into out [W*W] (see the top of this file).
+void render_arm(const ArmParams & p, double theta1, double theta2, int W, float * out);
+// The elbow and hand in pixel coordinates (x right, y down): xy [4] = (ex, ey, hx, hy).
+void arm_joints_px(const ArmParams & p, double theta1, double theta2, int W, double * xy);
+
+// The angles (theta1, theta2) shown by an image [W*W], by template matching: the rendered
+// arm closest in squared error on a 10-degree grid of both angles, refined by a pattern
+// search down to ~0.1 degree. Copes with blurred (decoded) images; an empty image gives 0, 0.
+void arm_image_angles(const ArmParams & p, const float * img, int W, double * angles);
+
+// The arm as a World: draws theta1, theta2 ~ U(-pi, pi), omega1, omega2 ~ U(-1, 1), then per
+// step u ~ U(-max_torque, max_torque)^2. Parameters l1, l2, m1, m2, damping, dt, substeps,
+// max_speed, max_torque. Default image size 24.
+class ArmWorld : public World {
+public:
+    explicit ArmWorld(const ArmParams & params = {});
+    ArmParams p;
+
+    std::vector<std::pair<std::string, double>> params() const override;
+    bool set_param(const std::string & key, double value, std::string & err) override;
+    double action_max(int) const override { return p.max_torque; }
+    double state_max(int i) const override { return i < 2 ? 3.14159265358979323846 : p.max_speed; }
+    std::string state_range_key(int i) const override { return i < 2 ? "" : "max_speed"; }
+    std::string action_range_key() const override { return "max_torque"; }
+    void initial_state(Rng & rng, double * s) const override;
+    void random_action(Rng & rng, double * u) const override;
+    void step(const double * s, const double * u, double * next) const override;
+    void render(const double * s, int W, float * out) const override;
+    void image_angles(const float * img, int W, double * angles) const override;
+    std::vector<double> skeleton(const double * s) const override; // shoulder, elbow, hand
+    std::unique_ptr<World> clone() const override { return std::make_unique<ArmWorld>(*this); }
+};
+
+std::unique_ptr<World> make_arm_world();
+
+} // namespace ekvae
