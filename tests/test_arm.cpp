@@ -1,21 +1,13 @@
 // Tests for arm.h: the two-link arm's dynamics against an independent derivation and
 // integration, its renderer against its geometry, the image read-out, and its datasets.
-#include "arm.h"
-#include "safetensors.h"
+#include "test_util.h"
 
-#include <doctest/doctest.h>
-
-#include <algorithm>
-#include <cmath>
-#include <cstdio>
 #include <cstring>
-#include <vector>
 
 using namespace ekvae;
+using namespace ekvae_test;
 
 namespace {
-
-const double kPi = 3.14159265358979311600;
 
 // ---- an independent model of the arm, from its kinetic energy ------------------------------
 // The point masses sit at p1(q) = l1 (sin q1, cos q1) and p2(q) = p1 + l2 (sin(q1+q2), cos(q1+q2));
@@ -64,17 +56,6 @@ double kinetic_energy(const ArmParams & p, const double * s) {
     double M[2][2];
     mass_matrix(p, s[0], s[1], M);
     return 0.5 * (M[0][0] * s[2] * s[2] + 2 * M[0][1] * s[2] * s[3] + M[1][1] * s[3] * s[3]);
-}
-
-double angle_diff(double a, double b) { return std::fabs(wrap_angle(a - b)); }
-
-uint64_t fnv1a64(const std::vector<uint8_t> & bytes) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (uint8_t b : bytes) {
-        h ^= b;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
 }
 
 } // namespace

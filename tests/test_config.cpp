@@ -1,0 +1,51 @@
+// Tests for config.h: JSON round trip, overrides, validation and presets.
+#include "test_util.h"
+
+using namespace ekvae;
+using namespace ekvae_test;
+
+TEST_CASE("config: JSON round trip, overrides and validation") {
+    EkvaeConfig c;
+    std::string err;
+    EkvaeConfig d;
+    REQUIRE(config_from_json(config_to_json(c), d, err));
+    CHECK(config_to_json(d) == config_to_json(c));
+    CHECK(config_set(d, "lr", "0.002", err));
+    CHECK(d.lr == 0.002);
+    CHECK(config_set(d, "enc_hidden", "[64,32]", err));
+    CHECK(d.enc_hidden == std::vector<int>{64, 32});
+    CHECK(!config_set(d, "batch", "0", err));
+    CHECK(err.find("batch") != std::string::npos);
+    CHECK(!config_set(d, "nonsense", "1", err));
+    CHECK(!config_set(d, "lr", "fast", err));
+    d.objective = "magic";
+    CHECK(!config_validate(d, err));
+    CHECK(err.find("objective") != std::string::npos);
+}
+
+TEST_CASE("config: presets name a world, and n_u must match the world's actions") {
+    EkvaeConfig c;
+    std::string err;
+    REQUIRE(config_preset("pendulum", c));
+    CHECK(c.world == "pendulum");
+    CHECK(c.n_u == 1);
+    CHECK(config_validate(c, err));
+    REQUIRE(config_preset("arm", c));
+    CHECK(c.world == "arm");
+    CHECK(c.n_u == 2);
+    CHECK(c.n_a == 4);
+    CHECK(c.image_size == 24);
+    CHECK(config_validate(c, err));
+    for (const std::string & w : world_names()) {
+        EkvaeConfig p;
+        CHECK_MESSAGE(config_preset(w, p), "every world has a preset of its name: " << w);
+    }
+    c.n_u = 1;
+    CHECK_FALSE(config_validate(c, err));
+    CHECK(err.find("n_u = 1") != std::string::npos);
+    CHECK(err.find("--preset arm") != std::string::npos);
+    c.world = "moon";
+    CHECK_FALSE(config_validate(c, err));
+    CHECK(err.find("pendulum, arm") != std::string::npos);
+    CHECK_FALSE(config_preset("moon", c));
+}
