@@ -197,20 +197,21 @@ ArmWorld::ArmWorld(const ArmParams & params) : p(params) {
 
 std::vector<std::pair<std::string, double>> ArmWorld::params() const {
     return {{"l1", p.l1}, {"l2", p.l2}, {"m1", p.m1}, {"m2", p.m2}, {"damping", p.damping}, {"dt", p.dt},
-            {"substeps", p.substeps}, {"max_speed", p.max_speed}, {"max_torque", p.max_torque}};
+            {"substeps", p.substeps}, {"max_speed", p.max_speed}, {"max_torque", p.max_torque}, {"init_speed", p.init_speed}};
 }
 
 bool ArmWorld::set_param(const std::string & key, double v, std::string & err) {
     double * slot = key == "l1" ? &p.l1 : key == "l2" ? &p.l2 : key == "m1" ? &p.m1 : key == "m2" ? &p.m2
                   : key == "damping" ? &p.damping : key == "dt" ? &p.dt : key == "substeps" ? &p.substeps
-                  : key == "max_speed" ? &p.max_speed : key == "max_torque" ? &p.max_torque : nullptr;
+                  : key == "max_speed" ? &p.max_speed : key == "max_torque" ? &p.max_torque
+                  : key == "init_speed" ? &p.init_speed : nullptr;
     if (!slot) {
-        err = "the arm has no parameter '" + key + "' (it has l1, l2, m1, m2, damping, dt, substeps, max_speed, max_torque)";
+        err = "the arm has no parameter '" + key + "' (it has l1, l2, m1, m2, damping, dt, substeps, max_speed, max_torque, init_speed)";
         return false;
     }
-    const bool nonneg = key == "damping" || key == "max_torque";
+    const bool nonneg = key == "damping" || key == "max_torque" || key == "init_speed";
     if (!std::isfinite(v) || (nonneg ? v < 0 : v <= 0)) {
-        err = "world parameters must be finite with l1, l2, m1, m2, dt, max_speed > 0 and damping, max_torque >= 0";
+        err = "world parameters must be finite with l1, l2, m1, m2, dt, max_speed > 0 and damping, max_torque, init_speed >= 0";
         return false;
     }
     if (key == "substeps" && (v != std::floor(v) || v > 1000)) {
@@ -224,8 +225,8 @@ bool ArmWorld::set_param(const std::string & key, double v, std::string & err) {
 void ArmWorld::initial_state(Rng & rng, double * s) const {
     s[0] = wrap_angle(draw_uniform(rng, -kPi, kPi));
     s[1] = wrap_angle(draw_uniform(rng, -kPi, kPi));
-    s[2] = draw_uniform(rng, -1.0, 1.0);
-    s[3] = draw_uniform(rng, -1.0, 1.0);
+    s[2] = draw_uniform(rng, -p.init_speed, p.init_speed);
+    s[3] = draw_uniform(rng, -p.init_speed, p.init_speed);
 }
 
 void ArmWorld::random_action(Rng & rng, double * u) const {

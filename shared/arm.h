@@ -31,8 +31,9 @@ struct ArmParams {
     double damping = 0.1;        // viscous friction at each joint (N m s / rad)
     double dt = 0.05;            // seconds per step
     double substeps = 4;         // RK4 steps per step (an integer >= 1)
-    double max_speed = 6.0;      // |omega_i| clip (rad/s)
-    double max_torque = 1.0;     // |u_i| clip (N m)
+    double max_speed = 8.0;      // |omega_i| clip (rad/s)
+    double max_torque = 2.0;     // |u_i| clip (N m)
+    double init_speed = 3.0;     // the generator's omega_i(0) ~ U(-init_speed, init_speed)
 };
 
 // One step under torques u [2] (clipped): s, next [4] = (theta1, theta2, omega1, omega2).
@@ -50,9 +51,12 @@ void arm_joints_px(const ArmParams & p, double theta1, double theta2, int W, dou
 // search down to ~0.1 degree. Copes with blurred (decoded) images; an empty image gives 0, 0.
 void arm_image_angles(const ArmParams & p, const float * img, int W, double * angles);
 
-// The arm as a World: draws theta1, theta2 ~ U(-pi, pi), omega1, omega2 ~ U(-1, 1), then per
-// step u ~ U(-max_torque, max_torque)^2. Parameters l1, l2, m1, m2, damping, dt, substeps,
-// max_speed, max_torque. Default image size 24.
+// The arm as a World: draws theta1, theta2 ~ U(-pi, pi), omega1, omega2 ~ U(-init_speed,
+// init_speed), then per step u ~ U(-max_torque, max_torque)^2. Parameters l1, l2, m1, m2,
+// damping, dt, substeps, max_speed, max_torque, init_speed. Default image size 24.
+// The speeds are those of the pendulum's data (a few rad/s: a link's end moves about a pixel
+// per frame); much slower arms move a fraction of a pixel per frame and their velocities can
+// hardly be read from the images.
 class ArmWorld : public World {
 public:
     explicit ArmWorld(const ArmParams & params = {});
