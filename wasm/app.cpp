@@ -173,10 +173,17 @@ double stream_filter(App & app, ModelStream & s, double u_prev) {
     const double t0 = now_ms();
     Mat<float> x;
     if (!app.covered) x = Eigen::Map<const Mat<float>>(app.obs.data(), (Eigen::Index)app.obs.size(), 1);
-    ekvae::filter_step(*s.tape, *s.model, s.z, s.P, !s.started, Mat<float>(Mat<float>::Constant(1, 1, (float)u_prev)),
-                       app.covered ? nullptr : &x);
+    const Mat<float> u = Mat<float>::Constant(1, 1, (float)u_prev);
+    ekvae::filter_step(*s.tape, *s.model, s.z, s.P, !s.started, u, app.covered ? nullptr : &x);
     s.started = true;
-    const ekvae::Readout r = ekvae::readout(*s.model, s.z, s.P);
+    ekvae::Readout r = ekvae::readout(*s.model, s.z, s.P);
+    if (!s.z.allFinite() || !s.P.allFinite() || !std::isfinite(r.value[0]) || !std::isfinite(r.value[1])) {
+        // Predicting open-loop for a long time (camera covered) can take the learned dynamics
+        // where they expand without bound until float overflows: start again from the prior.
+        ekvae::filter_step(*s.tape, *s.model, s.z, s.P, true, u, app.covered ? nullptr : &x);
+        r = ekvae::readout(*s.model, s.z, s.P);
+        s.restarts++;
+    }
     s.est_theta = r.value[0];
     s.est_sigma = r.sigma[0];
     s.est_omega = r.value[1];
@@ -1132,6 +1139,7 @@ std::string app_state_json(App & app) {
         j["score"] = {{"angle_err_10", num(sc.angle10)}, {"angle_err_30", num(sc.angle30)}, {"omega_err", num(sc.omega)},
                       {"n10", sc.n10}, {"n30", sc.n30}};
         j["filter_ms"] = s.filter_ms;
+        j["filter_restarts"] = s.restarts;
         j["forecast_ms"] = s.forecast_ms;
         j["model_ms"] = s.frame_ms;
         return j;

@@ -47,6 +47,9 @@ struct ModelStream {
     std::unique_ptr<ekvae::Ekvae<float>> model;
     std::unique_ptr<ekvae::Tape<float>> tape;
     bool started = false;                            // the filter has taken its first step
+    int restarts = 0;                                // times the filter diverged (a non-finite mean or
+                                                     // covariance, e.g. after long predicting while covered)
+                                                     // and was restarted from the prior
     ekvae::Mat<float> z, P;                          // filtered mean [n_z, 1], covariance [n_z*n_z, 1]
     double est_theta = 0, est_sigma = 0, est_omega = 0; // read-out of (z, P)
     // Forecast from (z, P): means [n_z, H], covariances [n_z*n_z, H], decoded frames [D, H],
