@@ -302,50 +302,64 @@ def latent_views(z, theta, omega):
     }
 
 
+def angle_velocity_pairs(fig_data):
+    """(angle column, velocity column, suffix) per angle of the world: the k-th angle with the
+    k-th non-angle component (pendulum: theta, omega; arm: theta1, omega1 and theta2, omega2)."""
+    names = fig_data.get("state_names", ["theta", "omega"])
+    flags = fig_data.get("angles", [True, False])
+    ang = [i for i, f in enumerate(flags) if f]
+    vel = [i for i, f in enumerate(flags) if not f]
+    return [(a, v, names[a][len("theta"):] if names[a].startswith("theta") else names[a]) for a, v in zip(ang, vel)]
+
+
 def plot_latent(fig_data, base, labels, out):
     states = np.load(os.path.join(base, fig_data["states"]))
-    theta, omega = states[:, 0], states[:, 1]
-    nm = len(fig_data["models"])
-    fig, axes = plt.subplots(nm, 2, figsize=(10, 4.2 * nm), dpi=DPI, constrained_layout=True, squeeze=False)
-    order = np.random.default_rng(0).permutation(len(theta))  # no colour drawn on top of the others everywhere
-    wmax = np.percentile(np.abs(omega), 99)
+    pairs = angle_velocity_pairs(fig_data)
+    nm, npair = len(fig_data["models"]), len(pairs)
+    fig, axes = plt.subplots(nm, 2 * npair, figsize=(10 * npair, 4.2 * nm), dpi=DPI, constrained_layout=True,
+                             squeeze=False)
+    order = np.random.default_rng(0).permutation(len(states))  # no colour drawn on top of the others everywhere
     for row, (m, label) in enumerate(zip(fig_data["models"], labels)):
-        v = latent_views(np.load(os.path.join(base, m["z"])), theta, omega)
-        a0, a1 = axes[row]
-        top = v["top"][order]
-        s0 = a0.scatter(top[:, 0], top[:, 1], c=theta[order], cmap="hsv", vmin=-np.pi, vmax=np.pi, s=3, lw=0,
-                        rasterized=True)
-        a0.set_aspect("equal", adjustable="datalim")
-        a0.set_xlabel("$z$ along the $\\sin\\theta$ fit ($u_1$)")
-        a0.set_ylabel("$z$ along the $\\cos\\theta$ fit ($u_2$)")
-        a0.set_title("%s: angle lies on a ring ($r^2_{\\cos,\\sin}$ = %.3f)" % (label, v["r2_angle"]))
-        wnorm = Normalize(-wmax, wmax)
-        if v["height"] is not None:
-            s1 = a1.scatter(v["phase"][order], v["height"][order], c=omega[order], cmap="RdBu_r", norm=wnorm, s=3,
-                            lw=0, rasterized=True)
-            a1.set_xlim(-np.pi, np.pi)
-            a1.set_xticks(PI_TICKS[0])
-            a1.set_xticklabels(PI_TICKS[1])
-            a1.set_xlabel("position around the ring (latent phase)")
-            a1.set_ylabel("$z$ along the $\\omega$ fit ($u_3$)")
-            a1.set_title("%s: velocity is the height ($r^2_\\omega$ = %.3f)" % (label, v["r2_omega_height"]))
-        else:
-            s1 = a1.scatter(top[:, 0], top[:, 1], c=omega[order], cmap="RdBu_r", norm=wnorm, s=3, lw=0,
+        z = np.load(os.path.join(base, m["z"]))
+        for k, (ia, iv, sub) in enumerate(pairs):
+            theta, omega = states[:, ia], states[:, iv]
+            th, om = "\\theta_{%s}" % sub if sub else "\\theta", "\\omega_{%s}" % sub if sub else "\\omega"
+            wmax = np.percentile(np.abs(omega), 99)
+            v = latent_views(z, theta, omega)
+            a0, a1 = axes[row][2 * k], axes[row][2 * k + 1]
+            top = v["top"][order]
+            s0 = a0.scatter(top[:, 0], top[:, 1], c=theta[order], cmap="hsv", vmin=-np.pi, vmax=np.pi, s=3, lw=0,
                             rasterized=True)
-            a1.set_aspect("equal", adjustable="datalim")
-            a1.set_xlabel(a0.get_xlabel())
-            a1.set_ylabel(a0.get_ylabel())
-            a1.set_title("%s: coloured by velocity ($r^2_\\omega$ = %.3f)" % (label, v["r2_omega"]))
-        cb0 = fig.colorbar(s0, ax=a0, pad=0.02)
-        cb0.set_ticks(PI_TICKS[0])
-        cb0.set_ticklabels(PI_TICKS[1])
-        cb0.set_label("true angle $\\theta$ (0 = upright)")
-        cb1 = fig.colorbar(s1, ax=a1, pad=0.02, extend="both")
-        cb1.set_label("true angular velocity $\\omega$ (rad/s)")
-        for a in (a0, a1):
-            a.grid(alpha=0.25)
-    fig.suptitle("Inferred state space: smoothed means of z on %d test frames"
-                 % len(theta))
+            a0.set_aspect("equal", adjustable="datalim")
+            a0.set_xlabel("$z$ along the $\\sin%s$ fit ($u_1$)" % th)
+            a0.set_ylabel("$z$ along the $\\cos%s$ fit ($u_2$)" % th)
+            a0.set_title("%s: angle $%s$ lies on a ring ($r^2_{\\cos,\\sin}$ = %.3f)" % (label, th, v["r2_angle"]))
+            wnorm = Normalize(-wmax, wmax)
+            if v["height"] is not None:
+                s1 = a1.scatter(v["phase"][order], v["height"][order], c=omega[order], cmap="RdBu_r", norm=wnorm, s=3,
+                                lw=0, rasterized=True)
+                a1.set_xlim(-np.pi, np.pi)
+                a1.set_xticks(PI_TICKS[0])
+                a1.set_xticklabels(PI_TICKS[1])
+                a1.set_xlabel("position around the ring (latent phase)")
+                a1.set_ylabel("$z$ along the $%s$ fit ($u_3$)" % om)
+                a1.set_title("%s: velocity $%s$ is the height ($r^2$ = %.3f)" % (label, om, v["r2_omega_height"]))
+            else:
+                s1 = a1.scatter(top[:, 0], top[:, 1], c=omega[order], cmap="RdBu_r", norm=wnorm, s=3, lw=0,
+                                rasterized=True)
+                a1.set_aspect("equal", adjustable="datalim")
+                a1.set_xlabel(a0.get_xlabel())
+                a1.set_ylabel(a0.get_ylabel())
+                a1.set_title("%s: coloured by velocity ($r^2_{%s}$ = %.3f)" % (label, om, v["r2_omega"]))
+            cb0 = fig.colorbar(s0, ax=a0, pad=0.02)
+            cb0.set_ticks(PI_TICKS[0])
+            cb0.set_ticklabels(PI_TICKS[1])
+            cb0.set_label("true angle $%s$ (0 = upright)" % th)
+            cb1 = fig.colorbar(s1, ax=a1, pad=0.02, extend="both")
+            cb1.set_label("true angular velocity $%s$ (rad/s)" % om)
+            for a in (a0, a1):
+                a.grid(alpha=0.25)
+    fig.suptitle("Inferred state space: smoothed means of z on %d test frames" % len(states))
     fig.savefig(out, dpi=DPI)
     plt.close(fig)
 

@@ -8,6 +8,13 @@ STUDY_DIR is what `scripts/sweep.py bench/sweeps/pendulum-10seeds.json --out STU
   study ran: the shipped seed of every round so far, 0);
 - models/pendulum-elbo.*: the ELBO run with the median linear r2 of omega over its seeds
   (the lower median for an even count): a typical ELBO run, not a picked failure or success.
+  scripts/ship_models.py --rerun OUT_DIR
+
+retrains the shipped pair of models/study.json (its shipped seeds, with the study's flags:
+`ekvae_train --objective O --seed S --threads 2`) with the current build into OUT_DIR, evaluates
+them as the study did (`ekvae_eval --json --seed 3 --sequences 200`) and ships them with the
+study's records: for a build whose arithmetic changed (the study's statistics are kept; the
+shipped files then reproduce their logs with this build).
 Each model file gets the metadata key "record" (its objective's seed study, shown by the page
 beside the model's name) through `ekvae_eval --set-record`; beside it go *.config.json,
 *.train.jsonl and *.eval.json; models/study.json holds both objectives' medians (the page test
@@ -29,11 +36,54 @@ def median(xs):
     return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
 
 
+def binary(name):
+    return os.path.join(os.environ.get("EKVAE_BIN", os.path.join(TOP, "build", "native")), name)
+
+
+def ship(d, o, record):
+    """Copies run directory d into models/pendulum-O.* with the record in the model's metadata."""
+    out = os.path.join(TOP, "models", f"pendulum-{o}")
+    subprocess.run([binary("ekvae_eval"), "--model", os.path.join(d, "model.safetensors"), "--set-record", record,
+                    "--write", out + ".safetensors"], check=True)
+    shutil.copy(os.path.join(d, "config.json"), out + ".config.json")
+    shutil.copy(os.path.join(d, "train.jsonl"), out + ".train.jsonl")
+    shutil.copy(os.path.join(d, "eval.json"), out + ".eval.json")
+    print(f"{out}.safetensors <- {d}: {record}")
+
+
+def rerun(out_dir):
+    path = os.path.join(TOP, "models", "study.json")
+    with open(path) as f:
+        study = json.load(f)
+    for o in ("constrained", "elbo"):
+        seed = study[o]["shipped_seed"]
+        d = os.path.join(out_dir, f"{o}-s{seed}")
+        if not os.path.exists(os.path.join(d, "model.safetensors")):
+            subprocess.run([binary("ekvae_train"), "--objective", o, "--seed", str(seed), "--threads", "2",
+                            "--out", d, "--force"], check=True)
+        r = subprocess.run([binary("ekvae_eval"), "--model", os.path.join(d, "model.safetensors"), "--json",
+                            "--seed", "3", "--sequences", "200"], check=True, capture_output=True, text=True)
+        with open(os.path.join(d, "eval.json"), "w") as f:
+            f.write(r.stdout)
+        ship(d, o, study[o]["record"])
+    study["retrained"] = ("the shipped pair retrained with the study's command by scripts/ship_models.py --rerun "
+                          "after the build's arithmetic changed (-ffp-contract=off); the statistics are the study's")
+    with open(path, "w") as f:
+        json.dump(study, f, indent=2)
+        f.write("\n")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("study")
+    ap.add_argument("study", nargs="?")
     ap.add_argument("--constrained-seed", type=int, default=0)
+    ap.add_argument("--rerun")
     a = ap.parse_args()
+    if a.rerun:
+        return rerun(a.rerun)
+    if not a.study:
+        sys.exit("ship_models: pass a STUDY_DIR or --rerun OUT_DIR")
     with open(os.path.join(a.study, "results.json")) as f:
         res = json.load(f)
     runs = [r for r in res["runs"] if not r.get("missing")]
@@ -49,7 +99,6 @@ def main():
     pick = {"constrained": next(r for r in by_obj["constrained"] if r["seed"] == a.constrained_seed)}
     el = sorted(by_obj["elbo"], key=lambda r: r["r2_omega"])
     pick["elbo"] = el[(len(el) - 1) // 2]
-    ev = os.environ.get("EKVAE_BIN", os.path.join(TOP, "build", "native")) + "/ekvae_eval"
     models = os.path.join(TOP, "models")
     for o, r in pick.items():
         st = study[o]
@@ -59,14 +108,7 @@ def main():
                   f"median angle error at 32 steps {st['median_angle_err_32']:.2f} rad)")
         study[o]["shipped_seed"] = r["seed"]
         study[o]["record"] = record
-        d = r["dir"]
-        out = os.path.join(models, f"pendulum-{o}")
-        subprocess.run([ev, "--model", os.path.join(d, "model.safetensors"), "--set-record", record,
-                        "--write", out + ".safetensors"], check=True)
-        shutil.copy(os.path.join(d, "config.json"), out + ".config.json")
-        shutil.copy(os.path.join(d, "train.jsonl"), out + ".train.jsonl")
-        shutil.copy(os.path.join(d, "eval.json"), out + ".eval.json")
-        print(f"{out}.safetensors <- {d}: {record}")
+        ship(r["dir"], o, record)
     study["source"] = os.path.relpath(os.path.join(a.study, "results.json"), TOP)
     with open(os.path.join(models, "study.json"), "w") as f:
         json.dump(study, f, indent=2)
