@@ -286,48 +286,38 @@ template <class T> Var Tape<T>::slice(Var a, int r0, int nr, int c0, int nc) {
     return Var{n_ - 1};
 }
 
-template <class T> Var Tape<T>::concat_rows(const std::vector<Var> & parts) {
-    check(!parts.empty(), "concat_rows: no parts");
-    Node & nd = push(Op::ConcatRows, {});
-    Eigen::Index rows = 0, cols = val(parts[0].id).cols();
+template <class T> Var Tape<T>::concat(const std::vector<Var> & parts, bool rows) {
+    check(!parts.empty(), rows ? "concat_rows: no parts" : "concat_cols: no parts");
+    Node & nd = push(rows ? Op::ConcatRows : Op::ConcatCols, {});
+    // along: the stacked dimension (summed); across: the other one (must agree)
+    Eigen::Index along = 0, across = rows ? val(parts[0].id).cols() : val(parts[0].id).rows();
     for (Var p : parts) {
-        check(p.id >= 0 && p.id < n_ - 1, "concat_rows: invalid input");
-        check(val(p.id).cols() == cols, "concat_rows: column counts differ");
-        rows += val(p.id).rows();
+        check(p.id >= 0 && p.id < n_ - 1, rows ? "concat_rows: invalid input" : "concat_cols: invalid input");
+        check((rows ? val(p.id).cols() : val(p.id).rows()) == across, rows ? "concat_rows: column counts differ" : "concat_cols: row counts differ");
+        along += rows ? val(p.id).rows() : val(p.id).cols();
         nd.in.push_back(p.id);
         nd.needs_grad = nd.needs_grad || nodes_[p.id].needs_grad;
     }
-    nd.value.resize(rows, cols);
-    Eigen::Index r = 0;
+    if (rows) nd.value.resize(along, across);
+    else nd.value.resize(across, along);
+    Eigen::Index k = 0;
     for (Var p : parts) {
-        nd.value.middleRows(r, val(p.id).rows()) = val(p.id);
-        r += val(p.id).rows();
+        const M & v = val(p.id);
+        if (rows) nd.value.middleRows(k, v.rows()) = v;
+        else nd.value.middleCols(k, v.cols()) = v;
+        k += rows ? v.rows() : v.cols();
     }
-    nd.br = (int)rows;
+    if (rows) {
+        nd.br = (int)along;
+    } else {
+        nd.br = nodes_[parts[0].id].br;
+        nd.bc = nodes_[parts[0].id].bc;
+    }
     return Var{n_ - 1};
 }
 
-template <class T> Var Tape<T>::concat_cols(const std::vector<Var> & parts) {
-    check(!parts.empty(), "concat_cols: no parts");
-    Node & nd = push(Op::ConcatCols, {});
-    Eigen::Index cols = 0, rows = val(parts[0].id).rows();
-    for (Var p : parts) {
-        check(p.id >= 0 && p.id < n_ - 1, "concat_cols: invalid input");
-        check(val(p.id).rows() == rows, "concat_cols: row counts differ");
-        cols += val(p.id).cols();
-        nd.in.push_back(p.id);
-        nd.needs_grad = nd.needs_grad || nodes_[p.id].needs_grad;
-    }
-    nd.value.resize(rows, cols);
-    Eigen::Index c = 0;
-    for (Var p : parts) {
-        nd.value.middleCols(c, val(p.id).cols()) = val(p.id);
-        c += val(p.id).cols();
-    }
-    nd.br = nodes_[parts[0].id].br;
-    nd.bc = nodes_[parts[0].id].bc;
-    return Var{n_ - 1};
-}
+template <class T> Var Tape<T>::concat_rows(const std::vector<Var> & parts) { return concat(parts, true); }
+template <class T> Var Tape<T>::concat_cols(const std::vector<Var> & parts) { return concat(parts, false); }
 
 // ---- batched small-matrix ops -----------------------------------------------------------
 

@@ -201,6 +201,7 @@ private:
     std::string error_;
 
     Node & push(Op op, std::initializer_list<Var> inputs);
+    Var concat(const std::vector<Var> & parts, bool rows); // concat_rows (rows) or concat_cols
     Var binary(Op op, Var a, Var b); // add, sub, mul with broadcasting
     const M & val(int id) const {
         const Node & nd = nodes_[id];
