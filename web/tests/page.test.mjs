@@ -609,7 +609,36 @@ async function main() {
       check(errs.length === 0, errs.join(' | '));
       await o.page.close();
       perf.soak_memory_bytes = r.m;
-      return `wasm memory ${(m0 / 1048576).toFixed(1)} MiB after warm-up, ${(r.m / 1048576).toFixed(1)} MiB after 600 s simulated`;
+      return `wasm memory ${(m0 / 1048576).toFixed(1)} MiB after warm-up, ${(r.m / 1048576).toFixed(1)} MiB after 600 s simulated` +
+        `; filter restarts ${r.s.models.map((m) => m.filter_restarts).join(', ')}`;
+    });
+
+    await test('a long covered stretch: estimates stay finite (a diverged filter restarts from its prior)', async () => {
+      // 20 minutes of open-loop prediction under a changing torque: the learned dynamics may
+      // expand without bound until float overflows; the stream must then restart, not show NaN
+      const errs = [];
+      const o = await openPage(context, `${base}/index.html?compare=1`, errs);
+      await waitReady(o.page, o.t0);
+      const r = await o.page.evaluate(() => {
+        const e = window.ekvae;
+        e.pause(true);
+        e.step(50);
+        e.cover(true);
+        for (let c = 0; c < 24; c++) { e.setTorque(2 * Math.sin(0.9 * c)); e.step(1000); }
+        const covered = e.state();
+        e.cover(false);
+        e.step(100);
+        return { covered, after: e.state() };
+      });
+      for (const s of [r.covered, r.after])
+        check(s.models.every((m) => m.estimate && Number.isFinite(m.estimate.theta) && Number.isFinite(m.estimate.omega)),
+          `an estimate is not finite: ${JSON.stringify(s.models.map((m) => m.estimate))}`);
+      const err = r.after.models.map((m) => Math.abs(Math.atan2(Math.sin(m.estimate.theta - r.after.theta), Math.cos(m.estimate.theta - r.after.theta))));
+      check(err.every((x) => x < 0.3), `100 steps after uncovering the estimates are off by ${err.map((x) => x.toFixed(3)).join(', ')} rad`);
+      check(errs.length === 0, errs.join(' | '));
+      await o.page.close();
+      return `after 24000 covered steps: filter restarts ${r.covered.models.map((m) => m.filter_restarts).join(', ')}; ` +
+        `100 steps after uncovering, angle errors ${err.map((x) => x.toFixed(3)).join(', ')} rad`;
     });
 
     await test('works in an iframe, sized to its container', async () => {
