@@ -15,7 +15,11 @@ cd "$top"
 build=${EKVAE_ASAN_BUILD_DIR:-build-asan}
 targets=${EKVAE_FUZZ_TARGETS:-safetensors dataset model checkpoint}
 
-scripts/sanitize_build.sh $(for t in $targets; do echo "fuzz_$t"; done)
+if [ "$targets" = "safetensors dataset model checkpoint" ]; then
+  scripts/sanitize_build.sh ekvae_fuzzers   # one target: the four build in parallel
+else
+  scripts/sanitize_build.sh $(for t in $targets; do echo "fuzz_$t"; done)
+fi
 
 failed=()
 stats=$build/fuzz-stats.tsv
