@@ -6,7 +6,7 @@
 #    + the same suite under ASan/UBSan (scripts/test_sanitize.sh, build-asan/) and 15 s of
 #    libFuzzer per loader (scripts/fuzz.sh, the same build-asan/); see docs/robustness.md
 #    + scripts/sweep.py through a single-node Slurm against its local executor (tests/slurm_sweep_test.sh)
-# 3. wasm build in build-wasm/ (site in build-wasm/site/)
+# 3. wasm build in build-wasm/ (site in build-wasm/site/), beside the fuzzing and sweep steps
 # 4. browser test: headless Chromium on the built site (web/tests/page.test.mjs);
 #    screenshots in build-wasm/test-output/
 # 5. ekvae_viewer under Xvfb for 300 frames with the shipped model (when models/ has it), with
@@ -39,6 +39,13 @@ ctest --test-dir "$build" --output-on-failure -j"$jobs" || failed+=("ctest")
 step "sanitizers: the native suite under ASan + UBSan (build-asan/)"
 scripts/test_sanitize.sh || failed+=("sanitize")
 
+# The wasm build runs beside the next two steps, which leave a core idle (the fuzzers run one at
+# a time, the sweep test mostly waits): its output is shown when it is waited for.
+step "wasm build ($wbuild/) started in the background"
+mkdir -p "$wbuild"
+( emcmake cmake -B "$wbuild" && cmake --build "$wbuild" -j"$jobs" ) > "$wbuild/build.log" 2>&1 &
+wasm_pid=$!
+
 step "fuzzing: each loader for 15 s under libFuzzer (build-asan/)"
 scripts/fuzz.sh 15 || failed+=("fuzz")
 
@@ -46,9 +53,14 @@ step "sweeps on a single-node Slurm against the local executor (scripts/slurm_lo
 bash tests/slurm_sweep_test.sh "$build/native" || failed+=("slurm")
 scripts/slurm_local.sh stop || true
 
-step "wasm build ($wbuild/)"
-emcmake cmake -B "$wbuild"
-cmake --build "$wbuild" -j"$jobs"
+step "wasm build ($wbuild/): waiting for it"
+wasm_rc=0
+wait "$wasm_pid" || wasm_rc=$?
+tail -n 20 "$wbuild/build.log"
+if [ "$wasm_rc" -ne 0 ]; then
+  echo "FAIL: the wasm build failed (exit $wasm_rc); its whole log is $wbuild/build.log"
+  exit "$wasm_rc"
+fi
 
 step "browser test (headless Chromium)"
 timeout -k 10 300 node web/tests/page.test.mjs "$wbuild/site" "$wbuild/test-output" || failed+=("browser")
