@@ -46,7 +46,8 @@ void smooth(float * x, int W) {
         }
 }
 
-// The arm rendered at every grid point (theta1 = -pi + 2 pi i / kGrid, theta2 likewise):
+// The arm rendered (and smoothed) at every grid point, theta1 = -pi + 2 pi i / kGrid and theta2
+// = -pi + 2 pi k / kGrid, with the squared norms the matching needs.
 struct TemplateBank {
     Eigen::MatrixXf templates; // [W*W, kGrid * kGrid], column i * kGrid + k
     Eigen::VectorXf norms;     // [kGrid * kGrid] |t|^2
