@@ -187,6 +187,7 @@ void arm_image_angles(const ArmParams & p, const float * img, int W, double * an
 ArmWorld::ArmWorld(const ArmParams & params) : p(params) {
     name = "arm";
     description = "a two-link arm seen from above: two joints, each with its own torque, damped, no gravity";
+    title = "two-link arm";
     S = 4;
     U = 2;
     state_names = {"theta1", "theta2", "omega1", "omega2"};

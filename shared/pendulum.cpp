@@ -58,6 +58,7 @@ double image_angle(const float * img, int W) {
 PendulumWorld::PendulumWorld(const PendulumParams & params) : p(params) {
     name = "pendulum";
     description = "gym's Pendulum-v1: one rod, gravity, a torque at the pivot (theta = 0 upright)";
+    title = "pendulum";
     S = 2;
     U = 1;
     state_names = {"theta", "omega"};

@@ -51,6 +51,7 @@ public:
     double state_max(int i) const override { return i == 0 ? 3.14159265358979323846 : p.max_speed; }
     std::string state_range_key(int i) const override { return i == 0 ? "" : "max_speed"; }
     std::string action_range_key() const override { return "max_torque"; }
+    double time_step() const override { return p.dt; }
     void initial_state(Rng & rng, double * s) const override;
     void random_action(Rng & rng, double * u) const override;
     void step(const double * s, const double * u, double * next) const override;

@@ -55,6 +55,7 @@ public:
 
     std::string name;                       // "pendulum", "arm": the config key `world`
     std::string description;                // one line for --help and the page
+    std::string title;                      // what the page calls it: "pendulum", "two-link arm"
     int S = 0, U = 0;                       // state and action dimensions
     std::vector<std::string> state_names;   // [S], e.g. theta, omega
     std::vector<bool> angle;                // [S] true for angles (wrapped to (-pi, pi])
@@ -78,6 +79,9 @@ public:
     virtual std::string state_range_key(int i) const = 0;
     virtual std::string action_range_key() const = 0;
 
+    // Seconds of simulated time per step (the page runs the world at this rate).
+    virtual double time_step() const = 0;
+
     // The dataset generator's draws: a start state s [S], then per step an action u [U].
     virtual void initial_state(Rng & rng, double * s) const = 0;
     virtual void random_action(Rng & rng, double * u) const = 0;
@@ -89,7 +93,10 @@ public:
     // angle components]. Used on decoded images, so it must cope with blurred ones.
     virtual void image_angles(const float * img, int W, double * angles) const = 0;
     // The drawing of state s for the page: points (x, y) of a polyline from the pivot,
-    // in units of the rod length scale (y up), e.g. pivot, tip. xy [2 * points].
+    // scaled so the fully stretched polyline has length 1 (y up), e.g. pivot, tip.
+    // xy [2 * points]. The page's drag and torque arcs assume the layout both worlds have:
+    // state = (joint angles q_1..q_U, their velocities), action j turns joint j, and joint j
+    // sits at polyline point j.
     virtual std::vector<double> skeleton(const double * s) const = 0;
 
     virtual std::unique_ptr<World> clone() const = 0;

@@ -2,14 +2,22 @@
 // Plain Dear ImGui: no SDL, OpenGL or Emscripten in here (main.cpp owns the window, the loop
 // and where model files come from; the app only ever sees their bytes).
 //
-// The world runs in real time at its own dt (0.05 s) under the torque from the slider, the
-// arrow keys, or the mouse dragging the pendulum. Each loaded model is a "stream" with its own
-// Kalman filter state: every world step it consumes the rendered observation (filter_step;
-// prediction only while the camera is covered), and whenever the state or the torque changes
-// it forecasts H steps open-loop and decodes the H frames. Compare mode runs two streams on
-// the same pendulum and the same noisy frames.
+// The world (any ekvae::World: the pendulum, the two-link arm) runs in real time at its own
+// time step under the torques from the sliders, the keys, or the mouse dragging its tip. Each
+// loaded model is a "stream" with its own Kalman filter state: every world step it consumes
+// the rendered observation (filter_step; prediction only while the camera is covered), and
+// whenever the state or the torque changes it forecasts H steps open-loop and decodes the H
+// frames. Compare mode runs two streams on the same world and the same noisy frames.
 //
-// Dimension legend: W image side, D = W*W pixels, n_z latent dims, H forecast horizon.
+// The files, one job each:
+//   app_sim.cpp     the simulation: world steps, torques, observations, model streams
+//                   (filter, forecast, running score), loading models, switching worlds
+//   app_plots.cpp   drawing helpers and the plots: film strips, time plots, latent scatter
+//   app_panels.cpp  the panels (world, camera, latent space, forecast, controls) and layout
+//   app_api.cpp     command-line / URL options and the JSON state for the page's API
+//
+// Dimension legend: W image side, D = W*W pixels, n_z latent dims, H forecast horizon,
+// S state dims, U action dims (of the running world).
 #pragma once
 #include <deque>
 #include <functional>
@@ -18,27 +26,37 @@
 #include <vector>
 
 #include "ekvae.h"
-#include "pendulum.h"
 #include "rng.h"
+#include "world.h"
 
 // Options from the command line (native) or the page's URL parameters (browser).
+constexpr int kMaxHorizon = 200;      // forecast horizon limits (the slider, the URL, the API)
 struct AppOptions {
-    int horizon = 30;                 // forecast horizon H (frames)
+    std::string world = "pendulum";   // the running world (a name make_world knows)
+    int horizon = 30;                 // forecast horizon H (frames), 1..kMaxHorizon
     std::string torque_mode = "hold"; // forecast torque assumption: "hold" or "zero"
     bool compare = false;             // run two models side by side
     std::string model;                // model file name (as listed in models/), "" = the default
     bool minimal_ui = false;          // ui=minimal: no control panel, for clean embeds
 };
 
-// Parses --horizon N (1..200), --torque hold|zero, --compare [0|1], --model NAME,
-// --ui minimal|full from argv[1..]; arguments it does not know go to rest, in order.
-// Returns false and sets err on a missing or bad value.
+// Parses --world NAME, --horizon N (1..200), --torque hold|zero, --compare [0|1],
+// --model NAME, --ui minimal|full from argv[1..]; arguments it does not know go to rest, in
+// order. Returns false and sets err on a missing or bad value.
 bool parse_app_args(int argc, char ** argv, AppOptions & opt, std::vector<std::string> & rest, std::string & err);
 
+// A stream's belief about the world's state at one step, read off (z, P): value and sigma [S].
+struct Estimate {
+    std::vector<double> value, sigma;
+};
+
+constexpr int kPastSteps = 60;        // steps of history in the time plots (3 s at dt = 0.05)
+
 // One point of the latent-space history: a filtered mean and the true state at that step.
+constexpr int kMaxLatentDims = 8;
 struct LatentPoint {
-    float z[8];                  // the first min(n_z, 8) entries of the filtered mean
-    float theta, omega;          // true state
+    float z[kMaxLatentDims];     // the first min(n_z, 8) entries of the filtered mean
+    std::vector<float> state;    // [S] true state
 };
 
 // One model with its own filter state, forecast and tape (the tape keeps its buffers).
@@ -51,40 +69,38 @@ struct ModelStream {
                                                      // covariance, e.g. after long predicting while covered)
                                                      // and was restarted from the prior
     ekvae::Mat<float> z, P;                          // filtered mean [n_z, 1], covariance [n_z*n_z, 1]
-    double est_theta = 0, est_sigma = 0, est_omega = 0; // read-out of (z, P)
+    Estimate est;                                    // read-out of (z, P)
     // Forecast from (z, P): means [n_z, H], covariances [n_z*n_z, H], decoded frames [D, H],
-    // and the angle read-out with its standard deviation per step.
+    // and its read-out per step [H].
     ekvae::Mat<float> zs, Ps, images;
-    std::vector<double> fc_theta, fc_sigma, fc_omega, fc_omega_sigma;
-    double est_omega_sigma = 0;
-    // Past: the estimate per step (angle, its sigma, omega and its sigma), oldest first, for the plots.
-    std::deque<double> past_theta, past_sigma, past_omega, past_omega_sigma;
+    std::vector<Estimate> fc;
+    std::deque<Estimate> past;                       // the estimate per step, oldest first, for the plots
     std::deque<LatentPoint> latent;                  // recent filtered means
     std::string record;                              // the file's "record" metadata (its objective's seed study), if any
     // Running forecast score over the last ~10 s: every kScoreEvery steps a 30-step forecast is
-    // made; 10 and 30 steps later its angle is compared with the truth (wrapped error, rad).
-    // The velocity error |omega_est - omega| is taken every step.
-    struct Pending { long target; bool h30; double theta; };
+    // made; 10 and 30 steps later its angles are compared with the truth (mean wrapped error
+    // over the world's angles, rad). The velocity error (mean |estimate - truth| over the
+    // velocities) is taken every step.
+    struct Pending { long target; bool h30; std::vector<double> angles; };
     std::deque<Pending> pending;
-    std::deque<double> err10, err30, err_omega;
+    std::deque<double> err10, err30, err_velocity;
     double filter_ms = 0, forecast_ms = 0;           // time of the last filter step / forecast
     double frame_ms = 0;                             // model time of the last frame (filter + forecast + decode)
 };
 
 struct App {
     AppOptions opt;
-    ekvae::PendulumParams world;
-    ekvae::PendulumState state;
+    std::unique_ptr<ekvae::World> world;  // the running world (opt.world)
+    std::vector<double> state;   // [S] its state
     double t = 0.0;              // simulated time (s)
     long steps = 0;              // world steps since the last reset
 
-    // Torque: the slider (and setTorque from JS) sets torque_slider; the arrow keys and the
-    // mouse drag override it while active. torque is what the last step applied (clipped).
-    double torque_slider = 0.0;
-    double torque = 0.0;
-    bool dragging = false;       // mouse held on the pendulum panel
-    double drag_angle = 0.0;     // the pointer's angle around the pivot (theta convention)
-    int key_dir = 0;             // arrow keys held: -1 (left), 0, +1 (right)
+    // Torques [U]: the sliders (and setTorque from JS) set torque_slider; the keys and the
+    // mouse drag override them while active. torque is what the last step applied (clipped).
+    std::vector<double> torque_slider, torque;
+    bool dragging = false;       // mouse held on the world panel
+    double drag_x = 0, drag_y = 0; // the pointer in skeleton units (pivot at 0, reach 1, y up)
+    std::vector<int> key_dir;    // [U] keys held per joint: -1, 0, +1
 
     bool paused = false;
     float speed = 1.0f;          // 0.25x .. 4x real time
@@ -99,21 +115,20 @@ struct App {
     ekvae::Rng rng{12345};
 
     // Models: streams[0] is the selected model, streams[1] the second one in compare mode.
-    std::vector<std::string> shipped;        // model files the front end can fetch (models/index.json)
+    // shipped: every model file the front end can fetch (models/index.json), named
+    // WORLD-*.safetensors; the selectors offer those of the running world.
+    std::vector<std::string> shipped;
     ModelStream streams[2];
     std::string model_error;                 // the last refused model file, shown until the next load
     std::string loading;                     // a model file being fetched (browser), shown in the UI
     std::string primary;                     // the model chosen for slot 0 (before it has loaded)
     bool forecast_dirty = true;              // recompute the forecasts before the next draw / state()
-    std::vector<double> true_theta;          // [H] the true future under the forecast's torque assumption
-    double forecast_u = 0;                   // the torque the last forecast assumed
-    std::deque<double> true_past;            // the true angle of recent steps, oldest first
-    std::deque<double> true_past_omega;      // and the true velocity
-    std::vector<double> true_omega;          // [H] the true future velocity
+    std::vector<double> forecast_u;          // [U] the torques the last forecast assumed
+    std::vector<std::vector<double>> true_future; // [H][S] the true future under that assumption
     std::vector<float> true_images;          // [H*D] its renderings, for the film strip
+    std::deque<std::vector<double>> true_past; // [S] the true state of recent steps, oldest first
     double model_ms = 0;                     // model time of the last frame, all streams (ms)
-    bool model_ran = false;                  // some model work happened in the last frame
-    int projection = 0;                      // latent plot axes: 0 read-out (cos, sin), 1 z0/z1, 2 z0/z2, 3 z1/z2
+    int projection = 0;                      // latent plot axes: one read-out plane per angle, then z0/z1, z0/z2, z1/z2
     // Asks the front end for the bytes of a shipped model (native: reads models/NAME; browser:
     // fetches it); the front end then calls app_load_model. Slot 0 or 1.
     std::function<void(const std::string & name, int slot)> request_model;
@@ -124,39 +139,53 @@ struct App {
     long frames = 0;             // frames drawn
 };
 
+// ---- simulation (app_sim.cpp) ----------------------------------------------------------------
+
 // The running forecast score of a stream: means over the last ~10 s (NaN until there is one).
 struct StreamScore {
-    double angle10, angle30, omega;
+    double angle10, angle30, velocity;
     int n10, n30;
 };
 StreamScore stream_score(const ModelStream & s);
 
-// Sets up the app: the pendulum hanging down (theta = pi) with a small push. Also sets the
-// ImGui style when an ImGui context exists (else call app_init_style once it does).
+// Sets up the app on opt.world (the pendulum when unknown): the world's start state (the
+// pendulum hanging down with a small push, the arm stretched out). Also sets the ImGui style
+// when an ImGui context exists (else call app_init_style once it does).
 void app_init(App & app, const AppOptions & opt);
 void app_init_style();
-// Puts the pendulum at (theta, omega), time back to 0; every filter restarts from its prior.
-void app_reset(App & app, double theta, double omega);
-// Sets the slider torque (clipped to the world's max torque).
-void app_set_torque(App & app, double u);
+// Switches to the world called name (false and err for an unknown one): its start state, its
+// image size, no models; asks for that world's default shipped model(s).
+bool app_set_world(App & app, const std::string & name, std::string & err);
+// The world's start state (what Reset does).
+std::vector<double> app_start_state(const App & app);
+// Puts the world at state s [S] (angles wrapped, velocities clipped), time back to 0; every
+// filter restarts from its prior.
+void app_reset(App & app, const std::vector<double> & s);
+// Sets the slider torque of joint j (clipped to the world's max torque).
+void app_set_torque(App & app, int j, double u);
 // Covers (or uncovers) the camera.
 void app_cover(App & app, bool on);
-// Advances the world n steps now under the current torque (used by "step" and by tests).
+// Advances the world n steps now under the current torques (used by "step" and by tests).
 void app_step(App & app, int n);
-// Runs one UI frame: advances the world by dt_seconds * speed of real time (unless paused),
-// then draws every panel. Call between ImGui::NewFrame() and ImGui::Render().
-void app_frame(App & app, float dt_seconds);
+// Real time -> world steps at the chosen speed (unless paused), then the forecasts.
+void app_advance(App & app, float dt_seconds);
+// The torques of the next step [U]: mouse drag, else keys, else the sliders; clipped.
+std::vector<double> app_applied_torque(const App & app);
 
 // Loads a model file's bytes into slot 0 or 1 (name: what the UI calls it). On success the
 // stream restarts its filter from the prior at the current state and returns true. On failure
 // returns false, sets err (and app.model_error) and leaves the running model untouched.
-// Refused: anything ekvae_load refuses, models without a read-out, models whose image size
-// or action size do not fit the app (W = 16, n_u = 1), and configs far larger than the file.
+// A model of another world loaded into slot 0 switches the app to that world (slot 1 must
+// match slot 0's world). Refused: anything ekvae_load refuses, models without a read-out,
+// models whose image size does not match their world's camera, and configs far larger than
+// the file.
 bool app_load_model(App & app, int slot, const std::string & name, const uint8_t * data, size_t size, std::string & err);
-// Names of the shipped models (the front end's list); picks the default ones and asks the
-// front end for them through request_model: slot 0 = opt.model if listed, else a name
-// containing "constrained", else the first; compare mode adds the next one in slot 1.
+// Names of the shipped models (the front end's list); picks the running world's default ones
+// and asks the front end for them through request_model: slot 0 = opt.model if listed, else
+// a name containing "constrained", else the first; compare mode adds the next one in slot 1.
 void app_set_shipped_models(App & app, const std::vector<std::string> & names);
+// The shipped models of the running world (named WORLD-*.safetensors).
+std::vector<std::string> app_world_models(const App & app);
 // Turns compare mode on or off (requests the second model when needed).
 void app_set_compare(App & app, bool on);
 // Recomputes the forecasts (and the true future) if the state, torque or options changed.
@@ -167,8 +196,18 @@ void app_update_forecast(App & app);
 // Returns the median time per frame in ms (mean in *mean_ms); -1 without a model.
 double app_benchmark(App & app, int n, int H, int slot, double * mean_ms);
 
-// The state as JSON: {t, theta, omega, torque, covered, paused, speed, noise, steps, frames,
-// fps, horizon, torque_mode, compare, model, model_loaded, error, estimate: {theta, sigma,
-// omega} | null, forecast: {theta: [H], sigma: [H], true_theta: [H]} | null, model_ms,
-// models: [{name, estimate, forecast, model_ms}] (one per running stream)}.
+// ---- UI (app_panels.cpp) ---------------------------------------------------------------------
+
+// Runs one UI frame: reads the keys, advances the world (app_advance), then draws every
+// panel. Call between ImGui::NewFrame() and ImGui::Render().
+void app_frame(App & app, float dt_seconds);
+
+// ---- page API (app_api.cpp) ------------------------------------------------------------------
+
+// The state as JSON: {world, state_names, state: [S], t, theta, omega (the first angle and its
+// velocity), torque (joint 1), torques: [U], covered, paused, speed, noise, steps, frames, fps,
+// horizon, torque_mode, compare, model, model_loaded, error, estimate: {theta, sigma, omega,
+// value: [S], sigmas: [S]} | null, forecast: {theta: [H], sigma: [H], true_theta: [H], torque,
+// torques: [U], components: {NAME: {mean: [H], sigma: [H], true: [H]}}} | null, model_ms,
+// models: [{name, estimate, forecast, score, model_ms, ...}] (one per running stream)}.
 std::string app_state_json(App & app);

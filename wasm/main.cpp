@@ -4,7 +4,7 @@
 // while loop natively. The only file of the project that includes <emscripten*.h>.
 //
 // Flags (the page turns its URL parameters into these):
-//   --horizon N  --torque hold|zero  --compare [0|1]  --model NAME  --ui minimal|full
+//   --world NAME  --horizon N  --torque hold|zero  --compare [0|1]  --model NAME  --ui minimal|full
 // Native only:
 //   --model FILE       a model file path (or a NAME in --models-dir); default: the shipped
 //                      models in models/ (pendulum-constrained first) when that folder exists
@@ -189,8 +189,28 @@ std::vector<std::string> list_models(const std::string & dir) {
 // The C API behind the page's window.ekvae (see web/README.md). Calls before the app is up
 // are ignored (ekvae_state_json returns "null").
 extern "C" {
-EMSCRIPTEN_KEEPALIVE void ekvae_set_torque(double u) { if (g_loop) app_set_torque(g_loop->app, u); }
-EMSCRIPTEN_KEEPALIVE void ekvae_reset(double theta, double omega) { if (g_loop) app_reset(g_loop->app, theta, omega); }
+// The slider torque of joint j (0-based).
+EMSCRIPTEN_KEEPALIVE void ekvae_set_torque(int j, double u) { if (g_loop) app_set_torque(g_loop->app, j, u); }
+// The true state from a JSON array of numbers (missing components are 0); "null" = the world's start state.
+EMSCRIPTEN_KEEPALIVE void ekvae_reset(const char * json_state) {
+    if (!g_loop) return;
+    const nlohmann::json j = nlohmann::json::parse(json_state ? json_state : "null", nullptr, false);
+    std::vector<double> s = app_start_state(g_loop->app);
+    if (j.is_array()) {
+        s.assign(s.size(), 0.0);
+        for (size_t i = 0; i < j.size() && i < s.size(); i++)
+            if (j[i].is_number()) s[i] = j[i].get<double>();
+    }
+    app_reset(g_loop->app, s);
+}
+// Switches the world ("pendulum", "arm"); returns 0 with the reason in ekvae_last_error() for an unknown one.
+EMSCRIPTEN_KEEPALIVE int ekvae_set_world(const char * name) {
+    if (!g_loop) return 0;
+    std::string err;
+    if (app_set_world(g_loop->app, name ? name : "", err)) return 1;
+    g_loop->app.model_error = err;
+    return 0;
+}
 EMSCRIPTEN_KEEPALIVE void ekvae_cover(int on) { if (g_loop) app_cover(g_loop->app, on != 0); }
 EMSCRIPTEN_KEEPALIVE void ekvae_pause(int on) { if (g_loop) g_loop->app.paused = on != 0; }
 EMSCRIPTEN_KEEPALIVE void ekvae_step(int n) { if (g_loop && n > 0) app_step(g_loop->app, n); }
@@ -227,7 +247,7 @@ EMSCRIPTEN_KEEPALIVE void ekvae_set_loading(const char * name, const char * erro
 }
 EMSCRIPTEN_KEEPALIVE void ekvae_set_compare(int on) { if (g_loop) app_set_compare(g_loop->app, on != 0); }
 EMSCRIPTEN_KEEPALIVE void ekvae_set_horizon(int h) {
-    if (g_loop && h >= 1 && h <= 200) { g_loop->app.opt.horizon = h; g_loop->app.forecast_dirty = true; }
+    if (g_loop && h >= 1 && h <= kMaxHorizon) { g_loop->app.opt.horizon = h; g_loop->app.forecast_dirty = true; }
 }
 EMSCRIPTEN_KEEPALIVE void ekvae_set_torque_mode(int zero) {
     if (g_loop) { g_loop->app.opt.torque_mode = zero ? "zero" : "hold"; g_loop->app.forecast_dirty = true; }
@@ -274,7 +294,7 @@ int main(int argc, char ** argv) {
             bench = std::strtol(rest[++i].c_str(), nullptr, 10);
             if (bench <= 0) { report_error("--bench: expected a positive number of frames"); return 2; }
         } else if (a == "--help" || a == "-h") {
-            std::printf("usage: ekvae_viewer [--frames N] [--screenshot F.png] [--size WxH] [--horizon N]\n"
+            std::printf("usage: ekvae_viewer [--frames N] [--screenshot F.png] [--size WxH] [--world pendulum|arm] [--horizon N]\n"
                         "                    [--torque hold|zero] [--compare [0|1]] [--model FILE|NAME]\n"
                         "                    [--models-dir DIR] [--ui minimal|full] [--bench N]\n");
             return 0;
@@ -385,9 +405,10 @@ int main(int argc, char ** argv) {
     emscripten_set_main_loop_arg(frame, &loop, 0, 1); // requestAnimationFrame; does not return
 #else
     while (!loop.done) frame(&loop);
-    std::printf("ekvae_viewer: %ld frames, t = %.2f s, theta = %+.3f", loop.app.frames, loop.app.t, loop.app.state.theta);
+    std::printf("ekvae_viewer: %ld frames, %s, t = %.2f s, %s = %+.3f", loop.app.frames, loop.app.world->name.c_str(), loop.app.t,
+                loop.app.world->state_names[0].c_str(), loop.app.state[0]);
     if (loop.app.streams[0].model)
-        std::printf(", estimate %+.3f, model %s, model time %.3f ms/frame", loop.app.streams[0].est_theta,
+        std::printf(", estimate %+.3f, model %s, model time %.3f ms/frame", loop.app.streams[0].est.value[0],
                     loop.app.streams[0].name.c_str(), loop.app.model_ms);
     std::printf("\n");
     ImGui_ImplOpenGL3_Shutdown();

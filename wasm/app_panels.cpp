@@ -1,0 +1,472 @@
+// app_panels.cpp: the demo's panels and their layout (see app.h).
+//
+// Layout (full): controls on the left (hidden with ui=minimal); on the right a top row with the
+// true world (with each model's estimate drawn over it), "what the model sees" and the latent
+// space, and below it one forecast section per model (film strips + a time plot per state
+// component). Small windows (an iframe) get a compact layout: the world and the forecast only.
+#include "app_ui.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace {
+
+// Keys per joint (ImGui 1.86 names no letter keys beyond its shortcuts): <- / -> turn joint 1,
+// down / up joint 2 (full torque while held; right and up turn clockwise).
+const ImGuiKey kKeys[2][2] = {{ImGuiKey_LeftArrow, ImGuiKey_RightArrow}, {ImGuiKey_DownArrow, ImGuiKey_UpArrow}};
+const char * kKeyNames[2] = {"<- / ->", "down / up"};
+
+const char * torque_source(const App & app) {
+    if (app.dragging) return "mouse drag";
+    for (int d : app.key_dir)
+        if (d) return "keys";
+    return "sliders";
+}
+
+// Screen point of skeleton point (x, y) (reach 1, y up) around centre c with reach R pixels.
+ImVec2 to_screen(ImVec2 c, float R, double x, double y) { return ImVec2(c.x + R * (float)x, c.y - R * (float)y); }
+
+void draw_world_panel(App & app) {
+    ImDrawList * dl = ImGui::GetWindowDrawList();
+    const ekvae::World & w = *app.world;
+    const ImVec2 p0 = ImGui::GetCursorScreenPos();
+    ImVec2 size = ImGui::GetContentRegionAvail();
+    size.x = std::max(size.x, 32.f);
+    size.y = std::max(size.y, 32.f);
+    // The whole canvas catches the mouse: dragging anywhere pulls the tip toward the pointer.
+    ImGui::InvisibleButton("world_canvas", size);
+    const bool active = ImGui::IsItemActive();
+    const float text_h = ImGui::GetTextLineHeight();
+    const ImVec2 c(p0.x + size.x * 0.5f, p0.y + text_h + (size.y - 2.5f * text_h) * 0.5f);
+    const float R = 0.40f * std::min(size.x, size.y - 2.5f * text_h);
+
+    app.dragging = active;
+    if (active) {
+        const ImVec2 m = ImGui::GetIO().MousePos;
+        app.drag_x = (m.x - c.x) / R;
+        app.drag_y = -(m.y - c.y) / R;
+    }
+
+    dl->AddRectFilled(p0, ImVec2(p0.x + size.x, p0.y + size.y), kPanelBg);
+    dl->AddCircle(c, R, IM_COL32(70, 74, 86, 255), 96, 1.5f);
+    const std::vector<double> sk = w.skeleton(app.state.data());
+    const int np = (int)sk.size() / 2;
+    // Each model's estimate: per joint a +-2 sigma fan around the estimated direction of its
+    // link, and the estimated skeleton as thin lines.
+    for (int k = 0; k < n_streams(app); k++) {
+        const ModelStream & s = app.streams[k];
+        if (!has_model(s) || !s.started) continue;
+        const std::vector<double> e = w.skeleton(s.est.value.data());
+        for (int j = 0; j + 1 < np && j < w.U; j++) {
+            const ImVec2 a = to_screen(c, R, e[2 * j], e[2 * j + 1]), b = to_screen(c, R, e[2 * j + 2], e[2 * j + 3]);
+            const float len = std::hypot(b.x - a.x, b.y - a.y) * 1.08f;
+            const double dir = std::atan2((double)(b.y - a.y), (double)(b.x - a.x));
+            const double half = std::min(2 * s.est.sigma[j], kPi);
+            dl->PathLineTo(a);
+            for (int i = 0; i <= 24; i++) {
+                const double an = dir - half + 2 * half * i / 24;
+                dl->PathLineTo(ImVec2(a.x + len * (float)std::cos(an), a.y + len * (float)std::sin(an)));
+            }
+            dl->PathFillConvex(with_alpha(kStreamCol[k], 45));
+            dl->AddLine(a, ImVec2(a.x + len * (float)std::cos(dir), a.y + len * (float)std::sin(dir)), kStreamCol[k],
+                        std::max(2.f, 0.025f * R));
+        }
+    }
+    // Torques: an arc around each joint, its length proportional to u (clockwise for u > 0).
+    for (int j = 0; j + 1 < np && j < w.U; j++) {
+        const double u = app.torque[j];
+        if (std::fabs(u) < 1e-3) continue;
+        const ImVec2 a = to_screen(c, R, sk[2 * j], sk[2 * j + 1]), b = to_screen(c, R, sk[2 * j + 2], sk[2 * j + 3]);
+        const float ra = 0.28f * std::hypot(b.x - a.x, b.y - a.y);
+        const float a0 = (float)std::atan2((double)(b.y - a.y), (double)(b.x - a.x)); // ImGui arcs: 0 = +x, clockwise on screen
+        const float span = (float)(u / w.action_max(j) * kPi * 0.75);
+        dl->PathArcTo(a, ra, std::min(a0, a0 + span), std::max(a0, a0 + span), 32);
+        dl->PathStroke(kTorqueCol, 0, 4.f);
+        const float ae = a0 + span;
+        const ImVec2 tip(a.x + ra * std::cos(ae), a.y + ra * std::sin(ae));
+        const float dir = span > 0 ? 1.f : -1.f; // tangent direction of travel
+        const ImVec2 tan(-std::sin(ae) * dir, std::cos(ae) * dir), nrm(std::cos(ae), std::sin(ae));
+        const float h = 0.09f * R;
+        dl->AddTriangleFilled(ImVec2(tip.x + tan.x * h, tip.y + tan.y * h), ImVec2(tip.x + nrm.x * h * 0.6f, tip.y + nrm.y * h * 0.6f),
+                              ImVec2(tip.x - nrm.x * h * 0.6f, tip.y - nrm.y * h * 0.6f), kTorqueCol);
+    }
+    const ImVec2 tip = to_screen(c, R, sk[2 * np - 2], sk[2 * np - 1]);
+    if (active) {
+        const ImVec2 m = ImGui::GetIO().MousePos;
+        dl->AddLine(tip, m, IM_COL32(120, 200, 255, 160), 1.5f);
+        dl->AddCircleFilled(m, 5.f, IM_COL32(120, 200, 255, 200));
+    }
+    // the true world: the links, the joints, the tip
+    for (int j = 0; j + 1 < np; j++)
+        dl->AddLine(to_screen(c, R, sk[2 * j], sk[2 * j + 1]), to_screen(c, R, sk[2 * j + 2], sk[2 * j + 3]), IM_COL32(230, 230, 235, 255),
+                    std::max(3.f, 0.06f * R));
+    dl->AddCircleFilled(tip, std::max(5.f, 0.09f * R), IM_COL32(235, 90, 80, 255), 48);
+    for (int j = 0; j + 1 < np; j++)
+        dl->AddCircleFilled(to_screen(c, R, sk[2 * j], sk[2 * j + 1]), std::max(3.f, 0.035f * R), IM_COL32(160, 160, 170, 255), 24);
+
+    std::string line;
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "t %6.2f s", app.t);
+    line = buf;
+    for (int i = 0; i < w.S; i++) {
+        std::snprintf(buf, sizeof buf, "   %s %+5.2f", w.state_names[i].c_str(), app.state[i]);
+        line += buf;
+    }
+    for (int j = 0; j < w.U; j++) {
+        std::snprintf(buf, sizeof buf, "   u%s %+4.2f", w.U > 1 ? std::to_string(j + 1).c_str() : "", app.torque[j]);
+        line += buf;
+    }
+    text_at(dl, ImVec2(p0.x + 6, p0.y + 4), IM_COL32(210, 210, 215, 255), line.c_str());
+    // Legend (bottom): truth, the estimates, the torque arc.
+    float x = p0.x + 6, y = p0.y + size.y - text_h - 4;
+    auto legend = [&](ImU32 col, const char * label) {
+        if (x + 18 + ImGui::CalcTextSize(label).x > p0.x + size.x) return;
+        dl->AddRectFilled(ImVec2(x, y + 4), ImVec2(x + 14, y + text_h - 4), col);
+        text_at(dl, ImVec2(x + 18, y), kDim, label);
+        x += 18 + ImGui::CalcTextSize(label).x + 12;
+    };
+    legend(IM_COL32(230, 230, 235, 255), "true");
+    for (int k = 0; k < n_streams(app); k++) {
+        if (!has_model(app.streams[k])) continue;
+        std::string label = n_streams(app) > 1 ? short_name(app, app.streams[k].name, true) : std::string("estimate");
+        if (size.x > 420 && n_streams(app) == 1) label += " +-2 sigma";
+        legend(kStreamCol[k], label.c_str());
+    }
+    legend(kTorqueCol, "torque");
+    const std::string hint = app.paused ? "paused" : w.U > 1 ? "drag the hand, or hold the arrow keys" : "drag it, or hold <- / ->";
+    if (size.x > 520) text_right(dl, ImVec2(p0.x + size.x - 6, y), IM_COL32(120, 120, 130, 255), hint.c_str());
+}
+
+void draw_observation_panel(App & app) {
+    ImDrawList * dl = ImGui::GetWindowDrawList();
+    const int W = app.W;
+    ImGui::TextDisabled("%d x %d pixels, noise %.2f", W, W, app.noise);
+    const ImVec2 p0 = ImGui::GetCursorScreenPos();
+    const ImVec2 avail = ImGui::GetContentRegionAvail();
+    const float cell = std::floor(std::max(2.f, std::min(avail.x, avail.y) / (float)W));
+    const float side = cell * W;
+    ImGui::Dummy(ImVec2(side, side));
+    // Pixel borders: a grey backdrop with each pixel drawn 1 px inset.
+    dl->AddRectFilled(p0, ImVec2(p0.x + side, p0.y + side), IM_COL32(60, 60, 70, 255));
+    const float gap = cell >= 6.f ? 1.f : 0.f;
+    for (int i = 0; i < W; i++) {
+        for (int j = 0; j < W; j++) {
+            const float v = app.obs.empty() ? 0.f : app.obs[(size_t)i * W + j];
+            const int g = (int)std::lround(255.0 * v * (app.covered ? 0.2 : 1.0));
+            dl->AddRectFilled(ImVec2(p0.x + j * cell + gap, p0.y + i * cell + gap), ImVec2(p0.x + (j + 1) * cell, p0.y + (i + 1) * cell),
+                              IM_COL32(g, g, g, 255));
+        }
+    }
+    if (app.covered) {
+        const char * l1 = "camera covered:";
+        const char * l2 = "the filter only predicts";
+        const ImVec2 t1 = ImGui::CalcTextSize(l1), t2 = ImGui::CalcTextSize(l2);
+        const float y = p0.y + side * 0.5f - t1.y;
+        dl->AddRectFilled(ImVec2(p0.x, y - 4), ImVec2(p0.x + side, y + 2 * t1.y + 4), IM_COL32(20, 20, 24, 220));
+        dl->AddText(ImVec2(p0.x + std::max(0.f, (side - t1.x) * 0.5f), y), IM_COL32(255, 200, 80, 255), l1);
+        dl->AddText(ImVec2(p0.x + std::max(0.f, (side - t2.x) * 0.5f), y + t1.y), IM_COL32(255, 200, 80, 255), l2);
+    }
+}
+
+bool no_model_yet(App & app) {
+    if (has_model(app.streams[0])) return false;
+    ImGui::TextDisabled(app.loading.empty() ? "No model loaded." : "Loading the model...");
+    return true;
+}
+
+void draw_latent_panel(App & app) {
+    if (no_model_yet(app)) return;
+    const int ns = n_streams(app);
+    ImGui::TextDisabled("filtered z, last %.0f s; axes: %s", 300 * app.world->time_step(), projection_name(app, app.projection).c_str());
+    const ImVec2 p0 = ImGui::GetCursorScreenPos();
+    const ImVec2 avail = ImGui::GetContentRegionAvail();
+    const float gap = 8.f;
+    const float th = ImGui::GetTextLineHeight();
+    const float row_h = (avail.y - (ns - 1) * gap) / ns;
+    for (int k = 0; k < ns; k++) {
+        const ModelStream & s = app.streams[k];
+        const float y = p0.y + k * (row_h + gap);
+        float top = y;
+        if (ns > 1) {
+            ImGui::GetWindowDrawList()->AddText(ImVec2(p0.x, y), kStreamCol[k], short_name(app, s.name).c_str());
+            top += th;
+        }
+        const float cw = (avail.x - gap) * 0.5f;
+        const float ch = std::min(cw + th + 10, y + row_h - top);
+        draw_scatter(app, s, ImVec2(p0.x, top), ImVec2(cw, ch), true, with_alpha(kStreamCol[k], 120));
+        draw_scatter(app, s, ImVec2(p0.x + cw + gap, top), ImVec2(cw, ch), false, with_alpha(kStreamCol[k], 120));
+        if (ns == 1 && y + row_h - (top + ch) > 3 * th) {
+            ImGui::SetCursorScreenPos(ImVec2(p0.x, top + ch + 6));
+            ImGui::PushStyleColor(ImGuiCol_Text, ImGui::ColorConvertU32ToFloat4(kDim));
+            ImGui::TextWrapped("Each dot is the model's belief about z at one step (ringed: now). A good model lays the "
+                               "angles out in colour order around a ring, with the velocity changing across it.");
+            ImGui::PopStyleColor();
+            return;
+        }
+    }
+    ImGui::Dummy(avail);
+}
+
+// The forecast section of stream k in [p0, p0 + size]: a header, the film strips, the plots
+// (one column per joint: its angle, and its velocity under it when there is room).
+void draw_forecast_section(App & app, int k, ImVec2 p0, ImVec2 size) {
+    ImDrawList * dl = ImGui::GetWindowDrawList();
+    const ModelStream & s = app.streams[k];
+    const ekvae::World & w = *app.world;
+    const float th = ImGui::GetTextLineHeight();
+    const std::string title = short_name(app, s.name, size.x < 640);
+    dl->AddText(p0, kStreamCol[k], title.c_str());
+    if (s.started) {
+        std::string line;
+        char buf[96];
+        for (int i = 0; i < w.S; i++) {
+            if (size.x < 640 && !w.angle[i]) continue;
+            std::snprintf(buf, sizeof buf, "%s %+5.2f (true %+5.2f)   ", w.state_names[i].c_str(), s.est.value[i], app.state[i]);
+            line += buf;
+        }
+        dl->AddText(ImVec2(p0.x + ImGui::CalcTextSize(title.c_str()).x + 14, p0.y), kDim, line.c_str());
+    }
+    float y = p0.y + th + 4;
+    const bool small = size.y < 200;
+    const float label_w = ImGui::CalcTextSize("decoded ").x + 4;
+    if (s.images.cols() > 0) {
+        y += draw_film_strip(app, &s.images, ImVec2(p0.x, y), size.x, "model", kStreamCol[k], label_w) + 3;
+        if (!small || k == 0) y += draw_film_strip(app, nullptr, ImVec2(p0.x, y), size.x, "true", kTruth, label_w) + 3;
+    }
+    const float rest = p0.y + size.y - y;
+    const bool last = k + 1 == n_streams(app);
+    const int na = w.angles();
+    const int cols = size.x / na >= 360 ? na : 1;
+    const bool velocities = rest * cols / na > (n_streams(app) > 1 ? 100 : 300); // compare mode keeps them
+    const int per_col = na / cols, rows = per_col * (velocities ? 2 : 1);
+    const float cw = (size.x - (cols - 1) * 6.f) / cols;
+    // an angle plot of height ha, its velocity plot under it 0.62 x as high
+    const float ha = std::floor((rest - (rows - 1) * 4.f) / (per_col * (velocities ? 1.62f : 1.f)));
+    const float hv = std::floor(0.62f * ha);
+    for (int a = 0; a < na; a++) {
+        const int col = a % cols, row = a / cols;
+        const float x = p0.x + col * (cw + 6.f);
+        const float yy = y + row * (ha + (velocities ? hv + 4 : 0) + 4);
+        const bool bottom = row + 1 == per_col;
+        draw_time_plot(app, k, a, ImVec2(x, yy), ImVec2(cw, ha), last && bottom && !velocities);
+        const int v = velocity_of(w, a);
+        if (velocities && v >= 0) draw_time_plot(app, k, v, ImVec2(x, yy + ha + 4), ImVec2(cw, hv), last && bottom);
+    }
+}
+
+void draw_forecast_panel(App & app) {
+    if (no_model_yet(app)) {
+        if (app.loading.empty())
+            ImGui::TextWrapped("The forecast of the next H = %d frames appears here once a model is loaded "
+                               "(models/*.safetensors, or drop your own file on the page).", app.opt.horizon);
+        if (!app.model_error.empty()) ImGui::TextColored(ImVec4(1.f, 0.5f, 0.45f, 1.f), "%s", app.model_error.c_str());
+        return;
+    }
+    const double secs = app.opt.horizon * app.world->time_step();
+    if (ImGui::GetContentRegionAvail().x > 560)
+        ImGui::TextDisabled("next H = %d frames (%.1f s), assuming %s", app.opt.horizon, secs,
+                            app.opt.torque_mode == "zero" ? "zero torque" : "the current torque is held");
+    else
+        ImGui::TextDisabled("next %.1f s, %s", secs, app.opt.torque_mode == "zero" ? "zero torque" : "torque held");
+    const ImVec2 p0 = ImGui::GetCursorScreenPos();
+    const ImVec2 avail = ImGui::GetContentRegionAvail();
+    const int ns = n_streams(app);
+    const float gap = 8.f;
+    const float h = (avail.y - (ns - 1) * gap) / ns;
+    for (int k = 0; k < ns; k++) draw_forecast_section(app, k, ImVec2(p0.x, p0.y + k * (h + gap)), ImVec2(avail.x, h));
+    ImGui::Dummy(avail);
+}
+
+void draw_model_controls(App & app) {
+    auto model_combo = [&](const char * id, int slot) {
+        const std::string cur = app.streams[slot].name.empty() ? "(none)" : short_name(app, app.streams[slot].name);
+        ImGui::PushStyleColor(ImGuiCol_Text, ImGui::ColorConvertU32ToFloat4(kStreamCol[slot]));
+        const bool open = ImGui::BeginCombo(id, cur.c_str());
+        ImGui::PopStyleColor();
+        if (open) {
+            for (const std::string & n : app_world_models(app))
+                if (ImGui::Selectable(short_name(app, n).c_str(), n == app.streams[slot].name) && app.request_model &&
+                    n != app.streams[slot].name)
+                    app.request_model(n, slot);
+            ImGui::EndCombo();
+        }
+    };
+    auto record_and_score = [&](int slot) {
+        const ModelStream & st = app.streams[slot];
+        if (!has_model(st)) return;
+        ImGui::PushTextWrapPos(0.f);
+        if (!st.record.empty()) ImGui::TextDisabled("%s", st.record.c_str());
+        const StreamScore sc = stream_score(st);
+        const ImVec4 col = ImGui::ColorConvertU32ToFloat4(kStreamCol[slot]);
+        if (app.opt.compare && sc.n30 > 0)
+            ImGui::TextColored(col, "last 10 s: angle err %.2f / %.2f rad @10/30, vel err %.2f", sc.angle10, sc.angle30, sc.velocity);
+        else if (app.opt.compare && sc.n10 > 0)
+            ImGui::TextColored(col, "last 10 s: angle err %.2f rad @10, vel err %.2f", sc.angle10, sc.velocity);
+        ImGui::PopTextWrapPos();
+    };
+    ImGui::TextUnformatted("Model");
+    model_combo("##model0", 0);
+    record_and_score(0);
+    bool cmp = app.opt.compare;
+    if (ImGui::Checkbox("compare with", &cmp)) app_set_compare(app, cmp);
+    if (app.opt.compare) {
+        model_combo("##model1", 1);
+        record_and_score(1);
+        ImGui::PushTextWrapPos(0.f);
+        ImGui::TextDisabled("constrained: minimise R + lambda (D - D0); ELBO: minimise R + D. Watch the velocity estimate and "
+                            "the long forecast: the scores above are each model's mean errors over the last 10 s.");
+        ImGui::PopTextWrapPos();
+    }
+    if (app.open_file_picker) {
+        if (ImGui::Button("Load your own file...")) app.open_file_picker();
+        ImGui::TextDisabled("or drop a .safetensors file here");
+    }
+    if (!app.loading.empty()) ImGui::TextDisabled("loading %s ...", app.loading.c_str());
+    if (!app.model_error.empty()) {
+        ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(1.f, 0.5f, 0.45f, 1.f));
+        ImGui::TextWrapped("%s", app.model_error.c_str());
+        ImGui::PopStyleColor();
+    }
+}
+
+void draw_controls(App & app) {
+    const ekvae::World & w = *app.world;
+    const std::string title = std::string(w.title[0] == 'a' ? "An " : "A ") + w.title + " learned from pixels";
+    ImGui::TextUnformatted(title.c_str());
+    ImGui::Separator();
+    const std::vector<std::string> worlds = ekvae::world_names();
+    if (worlds.size() > 1) {
+        if (ImGui::BeginCombo("system", w.name.c_str())) {
+            std::string chosen;
+            for (const std::string & n : worlds)
+                if (ImGui::Selectable(n.c_str(), n == w.name) && n != w.name) chosen = n;
+            ImGui::EndCombo();
+            std::string err;
+            if (!chosen.empty()) { app_set_world(app, chosen, err); return; } // the world changed under us
+        }
+    }
+    if (ImGui::Button("Reset")) app_reset(app, app_start_state(app));
+    ImGui::SameLine();
+    if (ImGui::Button(app.paused ? "Resume" : "Pause")) app.paused = !app.paused;
+    ImGui::SameLine();
+    if (ImGui::Button("Step")) { app.paused = true; app_step(app, 1); }
+    ImGui::SliderFloat("speed", &app.speed, 0.25f, 4.f, "%.2fx", ImGuiSliderFlags_Logarithmic);
+
+    ImGui::Spacing();
+    ImGui::TextUnformatted(w.U > 1 ? "Torques" : "Torque");
+    for (int j = 0; j < w.U; j++) {
+        ImGui::PushID(j);
+        float u = (float)app.torque_slider[j];
+        const std::string label = w.U > 1 ? "u" + std::to_string(j + 1) : std::string("u");
+        if (ImGui::SliderFloat(label.c_str(), &u, (float)-w.action_max(j), (float)w.action_max(j), "%+.2f")) app_set_torque(app, j, u);
+        ImGui::SameLine();
+        if (ImGui::SmallButton("0")) app_set_torque(app, j, 0.0);
+        ImGui::PopID();
+    }
+    ImGui::TextDisabled("source: %s", torque_source(app));
+    if (w.U > 1) ImGui::TextDisabled("keys: %s joint 1, %s joint 2", kKeyNames[0], kKeyNames[1]);
+
+    ImGui::Spacing();
+    ImGui::TextUnformatted("Camera");
+    ImGui::SliderFloat("noise", &app.noise, 0.f, 0.5f, "%.2f");
+    bool cov = app.covered;
+    if (ImGui::Checkbox("cover the camera", &cov)) app_cover(app, cov);
+
+    ImGui::Spacing();
+    draw_model_controls(app);
+
+    ImGui::Spacing();
+    ImGui::TextUnformatted("Forecast");
+    int H = app.opt.horizon;
+    if (ImGui::SliderInt("H frames", &H, 1, kMaxHorizon)) { app.opt.horizon = H; app.forecast_dirty = true; }
+    int mode = app.opt.torque_mode == "zero" ? 1 : 0;
+    const bool hold_clicked = ImGui::RadioButton("hold current torque", &mode, 0);
+    const bool zero_clicked = ImGui::RadioButton("zero torque", &mode, 1);
+    if (hold_clicked || zero_clicked) {
+        app.opt.torque_mode = mode == 1 ? "zero" : "hold";
+        app.forecast_dirty = true;
+    }
+
+    ImGui::Spacing();
+    ImGui::TextUnformatted("Latent plot axes");
+    if (ImGui::BeginCombo("##proj", projection_name(app, app.projection).c_str())) {
+        for (int p = 0; p < projection_count(app); p++)
+            if (ImGui::Selectable(projection_name(app, p).c_str(), p == app.projection)) app.projection = p;
+        ImGui::EndCombo();
+    }
+
+    ImGui::Separator();
+    ImGui::Text("%.0f FPS", app.fps);
+    if (has_model(app.streams[0])) {
+        ImGui::Text("model time %.2f ms / frame", app.model_ms);
+        for (int k = 0; k < n_streams(app); k++)
+            ImGui::TextDisabled("  %s: filter %.2f, forecast %.2f ms", k == 0 ? "A" : "B", app.streams[k].filter_ms, app.streams[k].forecast_ms);
+        ImGui::TextDisabled("(filter step + forecast + decoding)");
+    }
+}
+
+void panel(const char * title, ImVec2 pos, ImVec2 size, void (*body)(App &), App & app) {
+    const ImGuiWindowFlags flags = ImGuiWindowFlags_NoMove | ImGuiWindowFlags_NoResize | ImGuiWindowFlags_NoCollapse |
+                                   ImGuiWindowFlags_NoSavedSettings | ImGuiWindowFlags_NoBringToFrontOnFocus |
+                                   ImGuiWindowFlags_NoFocusOnAppearing | ImGuiWindowFlags_NoScrollbar |
+                                   ImGuiWindowFlags_NoScrollWithMouse;
+    ImGui::SetNextWindowPos(pos, ImGuiCond_Always);
+    ImGui::SetNextWindowSize(size, ImGuiCond_Always);
+    if (ImGui::Begin(title, nullptr, flags)) body(app);
+    ImGui::End();
+}
+
+} // namespace
+
+void app_init_style() {
+    // The panels are fixed tiles: a focused title bar would mean nothing, so look the same.
+    ImGuiStyle & style = ImGui::GetStyle();
+    style.Colors[ImGuiCol_TitleBgActive] = style.Colors[ImGuiCol_TitleBg];
+    style.WindowRounding = 4.f;
+    style.WindowPadding = ImVec2(6, 6);
+}
+
+void app_frame(App & app, float dt_seconds) {
+    ImGuiIO & io = ImGui::GetIO();
+    app.fps = io.Framerate;
+    app.frames++;
+
+    // Keys: full torque at a joint while held (right / up = +max, clockwise on screen).
+    for (int j = 0; j < app.world->U; j++) {
+        app.key_dir[j] = 0;
+        if (io.WantTextInput || j >= 2) continue;
+        if (ImGui::IsKeyDown(ImGui::GetKeyIndex(kKeys[j][1]))) app.key_dir[j] += 1;
+        if (ImGui::IsKeyDown(ImGui::GetKeyIndex(kKeys[j][0]))) app.key_dir[j] -= 1;
+    }
+    app_advance(app, dt_seconds);
+
+    const ImVec2 ds = io.DisplaySize;
+    const float m = 6.f;
+    float x0 = m;
+    const bool compact = ds.x < 900 || ds.y < 560;
+    if (!app.opt.minimal_ui && !compact) {
+        const float cw = std::min(270.f, std::max(220.f, ds.x * 0.22f));
+        panel("Controls", ImVec2(m, m), ImVec2(cw, ds.y - 2 * m), draw_controls, app);
+        x0 = cw + 2 * m;
+    }
+    std::string title = app.world->title;
+    title[0] = (char)std::toupper((unsigned char)title[0]);
+    title += "###world"; // one window whatever the world is called
+    const float aw = std::max(100.f, ds.x - x0 - m);
+    const float ah = std::max(100.f, ds.y - 2 * m);
+    if (compact) {
+        // The world on the left, the forecast on the right (small embeds).
+        const float w1 = std::floor(std::min(aw * 0.42f, ah * 1.1f)), w2 = aw - w1 - m;
+        panel(title.c_str(), ImVec2(x0, m), ImVec2(w1, ah), draw_world_panel, app);
+        panel("Forecast", ImVec2(x0 + w1 + m, m), ImVec2(w2, ah), draw_forecast_panel, app);
+        return;
+    }
+    // Top row: world | observation | latent space; below: the forecast of each model.
+    const float h1 = std::floor(ah * 0.42f), h2 = ah - h1 - m;
+    const float w1 = std::floor(aw * 0.40f), w2 = std::floor(std::min(aw * 0.22f, h1 * 0.9f)), w3 = aw - w1 - w2 - 2 * m;
+    panel(title.c_str(), ImVec2(x0, m), ImVec2(w1, h1), draw_world_panel, app);
+    panel("What the model sees", ImVec2(x0 + w1 + m, m), ImVec2(w2, h1), draw_observation_panel, app);
+    panel("Latent space", ImVec2(x0 + w1 + w2 + 2 * m, m), ImVec2(w3, h1), draw_latent_panel, app);
+    panel("Forecast", ImVec2(x0, m + h1 + m), ImVec2(aw, h2), draw_forecast_panel, app);
+}

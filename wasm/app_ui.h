@@ -1,0 +1,53 @@
+// app_ui.h: what the demo's panels (app_panels.cpp) and plots (app_plots.cpp) share: the
+// palette and the drawing helpers. Internal to the app; needs an ImGui context.
+#pragma once
+#include <string>
+
+#include <imgui.h>
+
+#include "app.h"
+
+constexpr double kPi = 3.14159265358979323846;
+
+// Colours: the truth in white, each model stream in its own colour.
+const ImU32 kTruth = IM_COL32(235, 235, 240, 255);
+const ImU32 kStreamCol[2] = {IM_COL32(80, 170, 255, 255), IM_COL32(235, 110, 215, 255)};
+const ImU32 kTorqueCol = IM_COL32(250, 200, 60, 255);
+const ImU32 kPanelBg = IM_COL32(24, 26, 32, 255);
+const ImU32 kGrid = IM_COL32(60, 64, 76, 255);
+const ImU32 kDim = IM_COL32(150, 150, 160, 255);
+
+inline ImU32 with_alpha(ImU32 c, int a) { return (c & 0x00FFFFFFu) | ((ImU32)a << IM_COL32_A_SHIFT); }
+inline bool has_model(const ModelStream & s) { return s.model != nullptr; }
+inline int n_streams(const App & app) { return app.opt.compare && has_model(app.streams[1]) ? 2 : 1; }
+
+// "pendulum-constrained.safetensors" -> "pendulum-constrained"; with strip_world also
+// without the running world's "pendulum-" prefix (for narrow labels).
+std::string short_name(const App & app, const std::string & file, bool strip_world = false);
+// Angle colour: a cyclic hue, 0 red, going round the colour wheel.
+ImU32 angle_colour(double theta);
+// Velocity colour: diverging blue (negative) - grey - red (positive), saturating at +-vmax.
+ImU32 velocity_colour(double v, double vmax);
+// The velocity component of angle component i (state = angles, then their velocities), -1 if none.
+int velocity_of(const ekvae::World & w, int i);
+
+void text_at(ImDrawList * dl, ImVec2 p, ImU32 col, const char * s);
+void text_right(ImDrawList * dl, ImVec2 p, ImU32 col, const char * s);
+// A grey W x W image (values in [0, 1]) drawn into the square [p0, p0 + side].
+void draw_gray_image(ImDrawList * dl, const float * img, int W, ImVec2 p0, float side, float dim = 1.f);
+
+// A row of H frames (images [D, H] column-major, or nullptr for the truth from
+// app.true_images) scaled to fit width; every stride-th frame when they would be smaller
+// than W pixels. Returns the height used.
+float draw_film_strip(App & app, const ekvae::Mat<float> * images, ImVec2 p0, float width, const char * label,
+                      ImU32 label_col, float label_w);
+// The time plot of state component i for stream k in [p0, p0 + size]: the past (filtered
+// estimate vs truth) left of "now", the forecast (+-2 sigma) vs the true future right of it.
+void draw_time_plot(App & app, int k, int i, ImVec2 p0, ImVec2 size, bool show_x_labels);
+// The latent plot's axes: one read-out plane per angle ("read-out theta1 (sin, cos)"), then
+// pairs of z coordinates.
+int projection_count(const App & app);
+std::string projection_name(const App & app, int p);
+// One scatter of stream s's recent filtered means in [p0, p0 + size], coloured by the true
+// angle of the plotted plane (by_angle) or its velocity, with a colour bar underneath.
+void draw_scatter(App & app, const ModelStream & s, ImVec2 p0, ImVec2 size, bool by_angle, ImU32 frame_col);
