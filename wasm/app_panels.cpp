@@ -105,18 +105,17 @@ void draw_world_panel(App & app) {
     for (int j = 0; j + 1 < np; j++)
         dl->AddCircleFilled(to_screen(c, R, sk[2 * j], sk[2 * j + 1]), std::max(3.f, 0.035f * R), IM_COL32(160, 160, 170, 255), 24);
 
-    std::string line;
+    // the header: time, the angles, the torques, then the velocities as far as they fit
     char buf[64];
     std::snprintf(buf, sizeof buf, "t %6.2f s", app.t);
-    line = buf;
-    for (int i = 0; i < w.S; i++) {
-        std::snprintf(buf, sizeof buf, "   %s %+5.2f", w.state_names[i].c_str(), app.state[i]);
-        line += buf;
-    }
-    for (int j = 0; j < w.U; j++) {
-        std::snprintf(buf, sizeof buf, "   u%s %+4.2f", w.U > 1 ? std::to_string(j + 1).c_str() : "", app.torque[j]);
-        line += buf;
-    }
+    std::string line = buf;
+    for (int pass = 0; pass < 3; pass++)
+        for (int i = 0; i < (pass == 1 ? w.U : w.S); i++) {
+            if (pass == 1) std::snprintf(buf, sizeof buf, "   u%s %+4.2f", w.U > 1 ? std::to_string(i + 1).c_str() : "", app.torque[i]);
+            else if (w.angle[i] == (pass == 0)) std::snprintf(buf, sizeof buf, "   %s %+5.2f", w.state_names[i].c_str(), app.state[i]);
+            else continue;
+            if (ImGui::CalcTextSize((line + buf).c_str()).x < size.x - 12) line += buf;
+        }
     text_at(dl, ImVec2(p0.x + 6, p0.y + 4), IM_COL32(210, 210, 215, 255), line.c_str());
     // Legend (bottom): truth, the estimates, the torque arc.
     float x = p0.x + 6, y = p0.y + size.y - text_h - 4;
@@ -365,7 +364,11 @@ void draw_controls(App & app) {
         ImGui::PopID();
     }
     ImGui::TextDisabled("source: %s", torque_source(app));
-    if (w.U > 1) ImGui::TextDisabled("keys: %s joint 1, %s joint 2", kKeyNames[0], kKeyNames[1]);
+    if (w.U > 1) {
+        ImGui::PushTextWrapPos(0.f);
+        ImGui::TextDisabled("keys: %s joint 1, %s joint 2", kKeyNames[0], kKeyNames[1]);
+        ImGui::PopTextWrapPos();
+    }
 
     ImGui::Spacing();
     ImGui::TextUnformatted("Camera");

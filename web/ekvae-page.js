@@ -13,15 +13,22 @@
     overlay.classList.remove('hidden');
   }
 
+  const WORLDS = ['pendulum', 'arm']; // the app's worlds (ekvae::world_names())
+  const MAX_HORIZON = 200;            // kMaxHorizon in wasm/app.h
+
   // URL parameters -> app options. Invalid values are ignored with a console warning, so a
   // typo in an embed never stops the demo.
   function parseOptions(search) {
     const q = new URLSearchParams(search);
-    const opt = { horizon: 30, torque: 'hold', compare: false, model: null, ui: 'full' };
+    const opt = { world: 'pendulum', horizon: 30, torque: 'hold', compare: false, model: null, ui: 'full' };
     const warn = (name, v) => console.warn(`ekvae: ignoring ${name}=${v}`);
+    if (q.has('world')) {
+      const w = q.get('world');
+      if (WORLDS.includes(w)) opt.world = w; else warn('world', w);
+    }
     if (q.has('horizon')) {
       const h = Number(q.get('horizon'));
-      if (Number.isInteger(h) && h >= 1 && h <= 200) opt.horizon = h; else warn('horizon', q.get('horizon'));
+      if (Number.isInteger(h) && h >= 1 && h <= MAX_HORIZON) opt.horizon = h; else warn('horizon', q.get('horizon'));
     }
     if (q.has('torque')) {
       const t = q.get('torque');
@@ -43,7 +50,7 @@
   }
 
   function appArguments(opt) {
-    const args = ['--horizon', String(opt.horizon), '--torque', opt.torque, '--ui', opt.ui];
+    const args = ['--world', opt.world, '--horizon', String(opt.horizon), '--torque', opt.torque, '--ui', opt.ui];
     if (opt.compare) args.push('--compare', '1');
     if (opt.model) args.push('--model', opt.model);
     return args;
@@ -130,15 +137,34 @@
     options,               // the URL parameters as understood
     models: [],            // shipped model files (models/index.json)
     timing: {},            // {first_frame_ms, ready_ms} after navigation start
-    setTorque(u) {         // slider torque, clipped to [-2, 2]
-      u = Number(u);
-      if (!Number.isFinite(u)) throw new TypeError('setTorque: u must be a finite number');
-      need()._ekvae_set_torque(u);
+    // Slider torques, clipped to the world's range: setTorque(u) sets joint 1, setTorque([u1, u2])
+    // every joint, setTorque(u, j) joint j (0-based).
+    setTorque(u, j) {
+      const m = need();
+      const list = Array.isArray(u) ? u.map(Number) : [Number(u)];
+      if (!list.length || !list.every(Number.isFinite)) throw new TypeError('setTorque: finite numbers expected');
+      const first = Array.isArray(u) ? 0 : Math.floor(Number(j) || 0);
+      list.forEach((v, k) => m._ekvae_set_torque(first + k, v));
     },
-    reset(theta = Math.PI, omega = 0) { // true state; time back to 0; the filters restart
-      theta = Number(theta); omega = Number(omega);
-      if (!Number.isFinite(theta) || !Number.isFinite(omega)) throw new TypeError('reset: finite numbers expected');
-      need()._ekvae_reset(theta, omega);
+    // The true state; time back to 0; the filters restart. reset(theta, omega) for the pendulum,
+    // reset([theta1, theta2, omega1, omega2]) for the arm (state order: state().state_names);
+    // reset() puts the world back at its start.
+    reset(theta, omega = 0) {
+      let s = null;
+      if (Array.isArray(theta)) s = theta.map(Number);
+      else if (theta !== undefined) s = [Number(theta), Number(omega)];
+      if (s && !s.every(Number.isFinite)) throw new TypeError('reset: finite numbers expected');
+      if (s && !Array.isArray(theta) && api.state().world !== 'pendulum') {
+        throw new TypeError('reset(theta, omega) is the pendulum\'s; pass the whole state as an array');
+      }
+      need().ccall('ekvae_reset', null, ['string'], [JSON.stringify(s)]);
+    },
+    // Switches the system ('pendulum' or 'arm') and loads its shipped model(s).
+    setWorld(name) {
+      const m = need();
+      if (!m.ccall('ekvae_set_world', 'number', ['string'], [String(name)])) {
+        throw new RangeError(m.UTF8ToString(m._ekvae_last_error()));
+      }
     },
     cover(on = true) { need()._ekvae_cover(on ? 1 : 0); },   // withhold frames from the filter
     pause(on = true) { need()._ekvae_pause(on ? 1 : 0); },   // stop real-time stepping

@@ -82,6 +82,31 @@ function wrapAngle(a) {
   if (w <= -Math.PI) w += 2 * Math.PI;
   return w;
 }
+// The two-link arm, as documented in shared/arm.h (point masses at the elbow and the hand,
+// viscous joint damping, RK4 with 4 substeps per step), written out again here.
+function armReferenceSteps(s, u, n) {
+  const l1 = 1, l2 = 0.8, m1 = 1, m2 = 1, b = 0.1, dt = 0.05, sub = 4, umax = 2, vmax = 8;
+  const uc = u.map((v) => Math.min(Math.max(v, -umax), umax));
+  const f = ([, q2, w1, w2]) => {
+    const c = Math.cos(q2), sn = Math.sin(q2);
+    const M11 = (m1 + m2) * l1 * l1 + m2 * l2 * l2 + 2 * m2 * l1 * l2 * c, M12 = m2 * l2 * l2 + m2 * l1 * l2 * c;
+    const M22 = m2 * l2 * l2, h = m2 * l1 * l2 * sn;
+    const r1 = uc[0] - b * w1 + h * (2 * w1 * w2 + w2 * w2), r2 = uc[1] - b * w2 - h * w1 * w1;
+    const det = M11 * M22 - M12 * M12;
+    return [w1, w2, (M22 * r1 - M12 * r2) / det, (M11 * r2 - M12 * r1) / det];
+  };
+  let x = [...s];
+  const add = (a, d, k) => a.map((v, i) => v + k * d[i]);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < sub; j++) {
+      const h = dt / sub, k1 = f(x), k2 = f(add(x, k1, h / 2)), k3 = f(add(x, k2, h / 2)), k4 = f(add(x, k3, h));
+      x = x.map((v, m) => v + h / 6 * (k1[m] + 2 * k2[m] + 2 * k3[m] + k4[m]));
+    }
+    x = [wrapAngle(x[0]), wrapAngle(x[1]), Math.min(Math.max(x[2], -vmax), vmax), Math.min(Math.max(x[3], -vmax), vmax)];
+  }
+  return x;
+}
+
 function referenceSteps(theta, omega, u, n) {
   const g = 10, m = 1, l = 1, dt = 0.05;
   u = Math.min(Math.max(u, -2), 2);
@@ -449,7 +474,7 @@ async function main() {
     });
 
     await test('dragging pulls the pendulum toward the pointer', async () => {
-      // Layout of app.cpp at 1280x800: controls 270 px, the pendulum panel x in [282, 678],
+      // Layout of app_panels.cpp at 1280x800: controls 270 px, the pendulum panel x in [282, 678],
       // its pivot near (480, 178). A point at the panel's right edge, level with the pivot,
       // is at angle +pi/2; from hanging down (pi) the pull is counter-clockwise: u < 0.
       await page.evaluate(() => { window.ekvae.pause(false); window.ekvae.setTorque(0); window.ekvae.reset(Math.PI, 0); });
@@ -506,6 +531,81 @@ async function main() {
       await o.page.screenshot({ path: path.join(outDir, 'minimal.png') });
       check(errs.length === 0, errs.join(' | '));
       await o.page.close();
+    });
+
+    await test('world=arm: the two-link arm with two torques; its steps match an independent RK4', async () => {
+      const errs = [];
+      const o = await openPage(context, `${base}/index.html?world=arm`, errs);
+      await waitReady(o.page, o.t0);
+      const r = await o.page.evaluate(() => {
+        const e = window.ekvae;
+        e.pause(true);
+        const first = e.state();
+        const out = {};
+        for (const u of [[0, 0], [1.5, -1], [-3, 3]]) {
+          e.reset([0.3, -0.5, 1, -1]);
+          e.setTorque(u);
+          e.step(40);
+          out[u.join(',')] = e.state();
+        }
+        e.setTorque(0.7, 1);
+        const one = e.state().torque_settings;
+        let badReset = null;
+        try { e.reset(1, 2); } catch (err) { badReset = err.message; }
+        e.setTorque([0, 0]);
+        return { first, out, one, badReset };
+      });
+      check(r.first.world === 'arm' && r.first.state.length === 4 && r.first.torques.length === 2 &&
+            r.first.image_size === 24, `state: world ${r.first.world}, ${r.first.state_names}, image ${r.first.image_size}`);
+      check(r.first.world_models.every((n) => n.startsWith('arm-')), `world models ${r.first.world_models}`);
+      let worst = 0;
+      for (const u of [[0, 0], [1.5, -1], [-3, 3]]) {
+        const ref = armReferenceSteps([0.3, -0.5, 1, -1], u, 40), s = r.out[u.join(',')];
+        worst = Math.max(worst, ...ref.map((v, i) => Math.abs(v - s.state[i])));
+        check(s.steps === 40 && Math.abs(s.t - 2) < 1e-9, `u=${u}: steps ${s.steps}, t ${s.t}`);
+      }
+      check(worst < 1e-6, `page vs reference: max difference ${worst}`);
+      check(r.out['-3,3'].torques[0] === -2 && r.out['-3,3'].torques[1] === 2, `torques not clipped: ${r.out['-3,3'].torques}`);
+      check(r.one[0] === -2 && r.one[1] === 0.7, `setTorque(0.7, 1) set ${r.one}`);
+      check(r.badReset && r.badReset.includes('array'), `reset(theta, omega) on the arm: ${r.badReset}`);
+      await o.page.screenshot({ path: path.join(outDir, 'arm.png') });
+      check(errs.length === 0, errs.join(' | '));
+      await o.page.close();
+      return `40 steps under 3 torque pairs: max |page - reference| ${worst.toExponential(1)}`;
+    });
+
+    await test('arm: keys turn each joint, dragging pulls the hand; setWorld switches back', async () => {
+      const errs = [];
+      const o = await openPage(context, `${base}/index.html?world=arm`, errs);
+      await waitReady(o.page, o.t0);
+      const p = o.page;
+      await p.evaluate(() => { window.ekvae.reset([0, 0, 0, 0]); });
+      const held = {};
+      for (const k of ['ArrowRight', 'ArrowLeft', 'ArrowUp', 'ArrowDown']) {
+        await p.keyboard.down(k);
+        await sleep(300);
+        held[k] = (await p.evaluate(() => window.ekvae.state())).torques;
+        await p.keyboard.up(k);
+      }
+      // the arm straight up (hand at the top of the circle); the pointer to the right of the
+      // pivot pulls the hand clockwise: both torques positive
+      await p.evaluate(() => { window.ekvae.pause(true); window.ekvae.reset([0, 0, 0, 0]); window.ekvae.pause(false); });
+      await p.mouse.move(665, 178);
+      await p.mouse.down();
+      await sleep(300);
+      const dragged = await p.evaluate(() => window.ekvae.state());
+      await p.mouse.up();
+      const back = await p.evaluate(() => { window.ekvae.setWorld('pendulum'); return window.ekvae.state(); });
+      let bad = null;
+      try { await p.evaluate(() => window.ekvae.setWorld('cartpole')); } catch (err) { bad = err.message; }
+      check(held.ArrowRight[0] === 2 && held.ArrowRight[1] === 0 && held.ArrowLeft[0] === -2, `<- / ->: ${JSON.stringify(held)}`);
+      check(held.ArrowUp[1] === 2 && held.ArrowUp[0] === 0 && held.ArrowDown[1] === -2, `up / down: ${JSON.stringify(held)}`);
+      check(dragged.torques[0] > 0.5 && dragged.torques[1] > 0.2, `drag torques ${dragged.torques}`);
+      check(back.world === 'pendulum' && back.state.length === 2 && back.image_size === 16, `after setWorld: ${back.world}`);
+      check(bad && bad.includes("no world called 'cartpole'"), `setWorld('cartpole'): ${bad}`);
+      check(errs.length === 0, errs.join(' | '));
+      await p.close();
+      return `drag torques ${dragged.torques.map((v) => v.toFixed(2)).join(', ')}`;
     });
 
     await test('compare mode runs both shipped models on the same pendulum', async () => {
