@@ -335,7 +335,12 @@ Var backward_sample_step(Tape<T> & t, Var m, Var P, Var J, Var F_next, Var q_nex
     template Var smoother_gain(Tape<T> &, Var, Var, Var, T);                                                                 \
     template Var backward_sample_step(Tape<T> &, Var, Var, Var, Var, Var, Var, Var, Var, T);
 
-EKVAE_KALMAN_OPS_INSTANTIATE(float)
-EKVAE_KALMAN_OPS_INSTANTIATE(double)
+// One scalar type per compilation: float here, double in the second compilation of this file
+// (shared/CMakeLists.txt, EKVAE_KALMAN_OPS_SCALAR=double), so the two run in parallel: with
+// both in one unit this file was the longest compile of the build (about a minute).
+#ifndef EKVAE_KALMAN_OPS_SCALAR
+#define EKVAE_KALMAN_OPS_SCALAR float
+#endif
+EKVAE_KALMAN_OPS_INSTANTIATE(EKVAE_KALMAN_OPS_SCALAR)
 
 } // namespace ekvae
