@@ -2,12 +2,16 @@
 """Copies the shipped pair out of a finished seed study into models/.
 
   scripts/ship_models.py STUDY_DIR [--constrained-seed 0]
+  scripts/ship_models.py STUDY_DIR --world arm          (both of seed 0)
 
-STUDY_DIR is what `scripts/sweep.py bench/sweeps/pendulum-10seeds.json --out STUDY_DIR` wrote.
-- models/pendulum-constrained.*: the constrained run of --constrained-seed (fixed before the
+STUDY_DIR is what `scripts/sweep.py bench/sweeps/pendulum-10seeds.json --out STUDY_DIR` wrote
+(bench/sweeps/arm-5seeds.json for the arm).
+- models/WORLD-constrained.*: the constrained run of --constrained-seed (fixed before the
   study ran: the shipped seed of every round so far, 0);
 - models/pendulum-elbo.*: the ELBO run with the median linear r2 of omega over its seeds
-  (the lower median for an even count): a typical ELBO run, not a picked failure or success.
+  (the lower median for an even count): a typical ELBO run, not a picked failure or success;
+  models/arm-elbo.*: the ELBO run of seed 0 (fixed before its study ran).
+The study's statistics go to models/study.json (pendulum) or models/WORLD.study.json.
   scripts/ship_models.py --rerun OUT_DIR
 
 retrains the shipped pair of models/study.json (its shipped seeds, with the study's flags:
@@ -40,9 +44,9 @@ def binary(name):
     return os.path.join(os.environ.get("EKVAE_BIN", os.path.join(TOP, "build", "native")), name)
 
 
-def ship(d, o, record):
-    """Copies run directory d into models/pendulum-O.* with the record in the model's metadata."""
-    out = os.path.join(TOP, "models", f"pendulum-{o}")
+def ship(d, o, record, world="pendulum"):
+    """Copies run directory d into models/WORLD-O.* with the record in the model's metadata."""
+    out = os.path.join(TOP, "models", f"{world}-{o}")
     subprocess.run([binary("ekvae_eval"), "--model", os.path.join(d, "model.safetensors"), "--set-record", record,
                     "--write", out + ".safetensors"], check=True)
     shutil.copy(os.path.join(d, "config.json"), out + ".config.json")
@@ -79,6 +83,7 @@ def main():
     ap.add_argument("study", nargs="?")
     ap.add_argument("--constrained-seed", type=int, default=0)
     ap.add_argument("--rerun")
+    ap.add_argument("--world", default="pendulum")
     a = ap.parse_args()
     if a.rerun:
         return rerun(a.rerun)
@@ -91,26 +96,32 @@ def main():
     if not all(by_obj.values()):
         sys.exit("ship_models: the study needs evaluated runs of both objectives")
     study = {}
+    omegas = ["r2_omega"] if a.world == "pendulum" else ["r2_omega1", "r2_omega2"]
     for o, rs in by_obj.items():
         study[o] = {"seeds": len(rs), "bar_met": sum(1 for r in rs if r["bar"]),
-                    "median_r2_omega": median([r["r2_omega"] for r in rs]),
                     "median_angle_err_10": median([r["angle_err_10"] for r in rs]),
                     "median_angle_err_32": median([r["angle_err_32"] for r in rs])}
+        for k in omegas:
+            study[o]["median_" + k] = median([r[k] for r in rs])
     pick = {"constrained": next(r for r in by_obj["constrained"] if r["seed"] == a.constrained_seed)}
-    el = sorted(by_obj["elbo"], key=lambda r: r["r2_omega"])
-    pick["elbo"] = el[(len(el) - 1) // 2]
+    if a.world == "pendulum":
+        el = sorted(by_obj["elbo"], key=lambda r: r["r2_omega"])
+        pick["elbo"] = el[(len(el) - 1) // 2]
+    else:
+        pick["elbo"] = next(r for r in by_obj["elbo"] if r["seed"] == 0)
     models = os.path.join(TOP, "models")
     for o, r in pick.items():
         st = study[o]
-        why = f"seed {r['seed']}, fixed before training" if o == "constrained" else \
+        why = f"seed {r['seed']}, fixed before training" if o == "constrained" or a.world != "pendulum" else \
               f"seed {r['seed']}: the median linear r2 of omega of its {st['seeds']} seeds"
         record = (f"{o}: {st['bar_met']} of {st['seeds']} seeds met the quality bar (this model: {why}; "
                   f"median angle error at 32 steps {st['median_angle_err_32']:.2f} rad)")
         study[o]["shipped_seed"] = r["seed"]
         study[o]["record"] = record
-        ship(r["dir"], o, record)
+        ship(r["dir"], o, record, a.world)
     study["source"] = os.path.relpath(os.path.join(a.study, "results.json"), TOP)
-    with open(os.path.join(models, "study.json"), "w") as f:
+    name = "study.json" if a.world == "pendulum" else f"{a.world}.study.json"
+    with open(os.path.join(models, name), "w") as f:
         json.dump(study, f, indent=2)
         f.write("\n")
 

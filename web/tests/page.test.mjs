@@ -574,6 +574,46 @@ async function main() {
       return `40 steps under 3 torque pairs: max |page - reference| ${worst.toExponential(1)}`;
     });
 
+    await test('arm: the shipped arm model filters both joints and forecasts every state component', async () => {
+      const errs = [];
+      const o = await openPage(context, `${base}/index.html?world=arm&horizon=20`, errs);
+      await waitReady(o.page, o.t0);
+      const r = await o.page.evaluate(() => {
+        const e = window.ekvae;
+        e.pause(true);
+        e.reset([0.5, -1.0, 1.5, -2.0]);
+        const errs1 = [], errs2 = [];
+        for (let k = 0; k < 100; k++) {
+          e.setTorque([Math.sin(0.1 * k), Math.cos(0.13 * k)]);
+          e.step(1);
+          const s = e.state();
+          if (k >= 20) { errs1.push([s.state[0], s.estimate.value[0]]); errs2.push([s.state[1], s.estimate.value[1]]); }
+        }
+        e.setTorque([0, 0]);
+        return { errs1, errs2, s: e.state() };
+      });
+      const mean = (xs) => xs.map(([a, b]) => angleDiff(a, b)).reduce((x, y) => x + y, 0) / xs.length;
+      const m1 = mean(r.errs1), m2 = mean(r.errs2), f = r.s.forecast;
+      check(r.s.model === 'arm-constrained.safetensors', `model ${r.s.model}, error ${r.s.error}`);
+      check(r.s.estimate.value.length === 4 && r.s.estimate.sigmas.length === 4, `estimate ${JSON.stringify(r.s.estimate)}`);
+      for (const n of ['theta1', 'theta2', 'omega1', 'omega2']) {
+        const c = f.components[n];
+        check(c && c.mean.length === 20 && c.sigma.length === 20 && c.true.length === 20 && c.mean.every(Number.isFinite),
+              `forecast of ${n}: ${JSON.stringify(c)}`);
+      }
+      check(f.torques.length === 2, `forecast torques ${f.torques}`);
+      // joint 1's angle is read out linearly (r2 0.84 on ekvae_eval's test set): far better than
+      // chance (a mean wrapped error of pi/2); the shipped arm model's latent holds joint 2 only
+      // non-linearly (k-NN r2 0.96, linear 0.0: docs/results.md), so its read-out is not checked
+      check(m1 < 0.4, `mean filtered angle error of joint 1 ${m1.toFixed(3)} rad over 80 steps`);
+      check(Number.isFinite(m2), `joint 2: ${m2}`);
+      await sleep(300);
+      await o.page.screenshot({ path: path.join(outDir, 'arm-model.png') });
+      check(errs.length === 0, errs.join(' | '));
+      await o.page.close();
+      return `mean filtered angle errors ${m1.toFixed(3)} (joint 1), ${m2.toFixed(3)} rad (joint 2, not checked)`;
+    });
+
     await test('arm: keys turn each joint, dragging pulls the hand; setWorld switches back', async () => {
       const errs = [];
       const o = await openPage(context, `${base}/index.html?world=arm`, errs);
