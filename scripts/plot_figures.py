@@ -150,8 +150,10 @@ def read_log(path):
     for k in ("step", "D", "R", "elbo", "lambda", "D_ma"):
         cols[k] = np.array([s.get(k, np.nan) for s in steps], dtype=float)
     pr = {"step": np.array([p["step"] for p in probes], dtype=float)}
+    # the pendulum's keys (r2_cos, ...) or, for a world with several joints, the first joint's
+    # (the arm's r2_cos1, ...)
     for k in ("r2_cos", "r2_sin", "r2_omega", "r2knn_omega"):
-        pr[k] = np.array([p["probe"].get(k, np.nan) for p in probes], dtype=float)
+        pr[k] = np.array([p["probe"].get(k, p["probe"].get(k + "1", np.nan)) for p in probes], dtype=float)
     return cols, pr
 
 
@@ -183,6 +185,7 @@ def plot_training(logs, models, out):
     labels = log_labels(logs)
     data = [read_log(p) for p in logs]
     cfgs = [log_config(p, models) for p in logs]
+    several_joints = any((c or {}).get("world", "pendulum") != "pendulum" for c in cfgs)
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), dpi=DPI, constrained_layout=True)
     axD, axR, axL, axE, axP, axLeg = axes.ravel()
     handles = []
@@ -233,7 +236,7 @@ def plot_training(logs, models, out):
     axL.set_ylabel("$\\lambda$ (log scale)")
     if not axL.lines:
         axL.text(0.5, 0.5, "no constrained run", ha="center", va="center", transform=axL.transAxes, color="0.4")
-    axP.set_title("Linear $r^2$ probes of the latent state")
+    axP.set_title("Linear $r^2$ probes of the latent state" + (" (joint 1)" if several_joints else ""))
     axP.set_ylabel("$r^2$ on held-out data")
     if axP.lines:
         lo = min(np.nanmin(l.get_ydata()) for l in axP.lines)
