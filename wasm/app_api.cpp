@@ -111,6 +111,7 @@ std::string app_state_json(App & app) {
     j["state"] = app.state;
     j["image_size"] = app.W;
     j["t"] = app.t;
+    j["dt"] = w.time_step();
     j["theta"] = app.state[0];
     j["omega"] = app.state[va];
     j["torque"] = app.torque[0];

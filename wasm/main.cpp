@@ -345,6 +345,11 @@ int main(int argc, char ** argv) {
     }
 #endif
 
+#ifdef __EMSCRIPTEN__
+    // Keys only while the canvas has the focus (not the whole window): a course page around the
+    // demo keeps its own keys (PageDown, Tab, ...) until the reader clicks into the demo.
+    SDL_SetHint(SDL_HINT_EMSCRIPTEN_KEYBOARD_ELEMENT, "#canvas");
+#endif
     if (SDL_Init(SDL_INIT_VIDEO | SDL_INIT_TIMER) != 0) {
         report_error(std::string("SDL_Init failed: ") + SDL_GetError());
         return 1;

@@ -201,6 +201,63 @@
   };
   window.ekvae = api;
 
+  // A good guest in a course page: the mouse wheel over the demo scrolls the page around it (the
+  // app has nothing to scroll), and Tab / Shift+Tab move the focus on instead of reaching the
+  // app. Both are stopped here, in the capture phase, before SDL's handlers on the canvas
+  // (which would call preventDefault).
+  window.addEventListener('wheel', (e) => { if (e.target === canvas) e.stopImmediatePropagation(); },
+                          { capture: true, passive: true });
+  for (const type of ['keydown', 'keyup', 'keypress']) {
+    window.addEventListener(type, (e) => { if (e.key === 'Tab') e.stopImmediatePropagation(); }, { capture: true });
+  }
+
+  // The live summary for screen readers (#live, aria-live polite), renewed once a second.
+  function summary(s) {
+    const f = (x) => (x >= 0 ? '' : 'minus ') + Math.abs(x).toFixed(2);
+    const names = s.state_names, angles = names.filter((n) => n.startsWith('theta'));
+    const parts = [`${s.world === 'arm' ? 'Two-link arm' : 'Pendulum'}, time ${s.t.toFixed(1)} seconds.`];
+    for (const n of angles) {
+      const i = names.indexOf(n);
+      let t = `True ${n} ${f(s.state[i])} radians`;
+      if (s.estimate) t += `, estimated ${f(s.estimate.value[i])}`;
+      if (s.forecast && s.forecast.components[n]) {
+        const c = s.forecast.components[n], H = c.mean.length;
+        t += `, forecast ${(H * s.dt).toFixed(1)} seconds ahead ${f(c.mean[H - 1])}, truly ${f(c.true[H - 1])}`;
+      }
+      parts.push(t + '.');
+    }
+    if (!s.model_loaded) parts.push('No model loaded.');
+    if (s.covered) parts.push('The camera is covered: the model only predicts.');
+    return parts.join(' ');
+  }
+  function startLiveSummary() {
+    const live = document.getElementById('live');
+    if (!live) return;
+    const tick = () => { try { live.textContent = summary(api.state()); } catch (e) { /* not ready */ } };
+    tick();
+    setInterval(tick, 1000);
+  }
+
+  // The same API for course pages on another origin, by postMessage to the iframe's window:
+  //   iframe.contentWindow.postMessage({ekvae: 'call', id, method, args: [...]}, '*')
+  // answers {ekvae: 'result', id, result} or {ekvae: 'result', id, error} to the sender; the
+  // demo posts {ekvae: 'ready', world} to its parent once ready. Methods: those of window.ekvae
+  // that take plain values (no loadModel, whose sources are files).
+  const REMOTE = ['state', 'setTorque', 'reset', 'setWorld', 'cover', 'pause', 'step', 'setCompare', 'setHorizon',
+                  'setTorqueMode', 'benchmark', 'memoryBytes'];
+  window.addEventListener('message', async (e) => {
+    const m = e.data;
+    if (!m || typeof m !== 'object' || m.ekvae !== 'call' || !e.source) return;
+    const reply = (r) => e.source.postMessage({ ekvae: 'result', id: m.id, ...r }, e.origin === 'null' ? '*' : e.origin);
+    try {
+      if (!REMOTE.includes(m.method)) throw new Error(`unknown method '${m.method}' (there are: ${REMOTE.join(', ')})`);
+      await ready;
+      reply({ result: await api[m.method](...(Array.isArray(m.args) ? m.args : [])) });
+    } catch (err) {
+      reply({ error: err && err.message ? err.message : String(err) });
+    }
+  });
+
   function fail(message) {
     showStatus(message, true);
     rejectReady(new Error(message));
@@ -251,13 +308,17 @@
         mod = started;
         api.timing.first_frame_ms = performance.now();
         overlay.classList.add('hidden');
-        canvas.focus();
+        // The page on its own takes the focus (the arrow keys work at once); embedded in a course
+        // page it does not: the reader clicks into it (or tabs to it) first.
+        if (window.top === window.self) canvas.focus({ preventScroll: true });
         const names = await shippedModels;
         api.models = names;
         mod.ccall('ekvae_set_models', null, ['string'], [JSON.stringify(names)]);
         await Promise.allSettled([...pending]);
         api.timing.ready_ms = performance.now();
         resolveReady(api);
+        startLiveSummary();
+        if (window.parent !== window) window.parent.postMessage({ ekvae: 'ready', world: api.state().world }, '*');
       },
       // The app asks for a shipped model (the default one, the model selector, compare mode).
       onRequestModel(name, slot) {

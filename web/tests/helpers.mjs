@@ -20,11 +20,14 @@ const EMBED_PAGE = '<!doctype html><html><head><link rel="icon" href="data:,"></
   'style="width:100%;height:100%;border:0"></iframe></div></body></html>';
 
 const isolation = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
-export function startServer(root) {
+// Serves root on 127.0.0.1 (a free port); isolate: the cross-origin isolation headers (the
+// demo's site); without them for a host page on another origin (web/examples/).
+export function startServer(root, { isolate = true } = {}) {
+  const iso = isolate ? isolation : {};
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://localhost');
     if (url.pathname === '/__embed.html') {
-      res.writeHead(200, { 'Content-Type': types['.html'], ...isolation });
+      res.writeHead(200, { 'Content-Type': types['.html'], ...iso });
       res.end(EMBED_PAGE);
       return;
     }
@@ -37,7 +40,7 @@ export function startServer(root) {
       // Cross-origin isolation gives performance.now() 5 us resolution (100 us otherwise),
       // so per-frame model times of a fraction of a millisecond can be measured.
       res.writeHead(200, { 'Content-Type': types[path.extname(file)] || 'application/octet-stream',
-                           'Cache-Control': 'no-store', ...isolation });
+                           'Cache-Control': 'no-store', ...iso });
       res.end(data);
     });
   });

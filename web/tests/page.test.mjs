@@ -16,6 +16,7 @@ import { createRequire } from 'node:module';
 import { angleDiff, check, measureFps, median, openPage, pngStats, referenceSteps, sleep, startServer, waitReady, wrapAngle,
          withTimeout, STEP_TIMEOUT_MS } from './helpers.mjs';
 import { armChecks } from './arm.checks.mjs';
+import { embedChecks } from './embed.checks.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const top = path.resolve(here, '..', '..');
@@ -399,6 +400,7 @@ async function main() {
     });
 
     await armChecks({ test, context, base, outDir });
+    await embedChecks({ test, context, base, outDir, top });
 
     await test('compare mode runs both shipped models on the same pendulum', async () => {
       const errs = [];
