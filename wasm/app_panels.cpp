@@ -168,6 +168,16 @@ void draw_observation_panel(App & app) {
     }
 }
 
+// The last refused file: its first line (plain words) in red, the detail dimmer under it.
+void show_model_error(const App & app) {
+    if (app.model_error.empty()) return;
+    const size_t nl = app.model_error.find('\n');
+    ImGui::PushTextWrapPos(0.f);
+    ImGui::TextColored(ImVec4(1.f, 0.5f, 0.45f, 1.f), "%s", app.model_error.substr(0, nl).c_str());
+    if (nl != std::string::npos) ImGui::TextDisabled("%s", app.model_error.substr(nl + 1).c_str());
+    ImGui::PopTextWrapPos();
+}
+
 bool no_model_yet(App & app) {
     if (has_model(app.streams[0])) return false;
     ImGui::TextDisabled(app.loading.empty() ? "No model loaded." : "Loading the model...");
@@ -259,7 +269,7 @@ void draw_forecast_panel(App & app) {
         if (app.loading.empty())
             ImGui::TextWrapped("The forecast of the next H = %d frames appears here once a model is loaded "
                                "(models/*.safetensors, or drop your own file on the page).", app.opt.horizon);
-        if (!app.model_error.empty()) ImGui::TextColored(ImVec4(1.f, 0.5f, 0.45f, 1.f), "%s", app.model_error.c_str());
+        show_model_error(app);
         return;
     }
     const double secs = app.opt.horizon * app.world->time_step();
@@ -322,11 +332,7 @@ void draw_model_controls(App & app) {
         ImGui::TextDisabled("or drop a .safetensors file here");
     }
     if (!app.loading.empty()) ImGui::TextDisabled("loading %s ...", app.loading.c_str());
-    if (!app.model_error.empty()) {
-        ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(1.f, 0.5f, 0.45f, 1.f));
-        ImGui::TextWrapped("%s", app.model_error.c_str());
-        ImGui::PopStyleColor();
-    }
+    show_model_error(app);
 }
 
 void draw_controls(App & app) {

@@ -367,9 +367,13 @@ void app_update_forecast(App & app) {
 }
 
 bool app_load_model(App & app, int slot, const std::string & name, const uint8_t * data, size_t size, std::string & err) {
+    // The message: what is wrong in plain words and what file is expected, then the detail.
     auto fail = [&](const std::string & why) {
         err = why;
-        app.model_error = name + ": " + why + (has_model(app.streams[slot & 1]) ? " (still running " + app.streams[slot & 1].name + ")" : "");
+        const bool not_a_model = why.rfind("not a valid safetensors file", 0) == 0;
+        const std::string keeps = has_model(app.streams[slot & 1]) ? " " + app.streams[slot & 1].name + " keeps running." : "";
+        app.model_error = name + (not_a_model ? " is not an ekvae model file" : " cannot run in this demo") +
+                          ": a .safetensors model written by ekvae_train is expected." + keeps + "\n(" + why + ")";
         return false;
     };
     if (slot < 0 || slot > 1) return fail("model slot must be 0 or 1");

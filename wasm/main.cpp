@@ -15,6 +15,7 @@
 //   --bench N          no window: time N frames of model work (filter step + H-step forecast
 //                      with decoding) per model and print the median, then exit
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -54,10 +55,27 @@ struct Loop {
     long max_frames = -1;   // native --frames
     std::string screenshot; // native --screenshot
     std::string models_dir = "models"; // native: the shipped models
+    float dpr = 0.f;        // browser: the devicePixelRatio the font was built for
     int exit_code = 0;
 };
 
 Loop * g_loop = nullptr; // for the C API the page calls
+
+// ImGui's default font rasterised at 13 px x scale and drawn at 1 / scale: sharp text on a
+// backing store scale times the CSS size (call between frames; gl_ready: the backend's
+// textures exist and the font texture is made again, else its first frame makes it).
+void build_font(float scale, bool gl_ready) {
+    ImGuiIO & io = ImGui::GetIO();
+    io.Fonts->Clear();
+    ImFontConfig cfg;
+    cfg.SizePixels = std::round(13.f * scale);
+    io.Fonts->AddFontDefault(&cfg);
+    io.FontGlobalScale = 13.f / cfg.SizePixels;
+    if (gl_ready) {
+        ImGui_ImplOpenGL3_DestroyFontsTexture();
+        ImGui_ImplOpenGL3_CreateFontsTexture();
+    }
+}
 
 #ifndef __EMSCRIPTEN__
 // Reads the back buffer and writes it as a PNG (rows flipped: GL's origin is bottom-left).
@@ -93,8 +111,17 @@ void frame(void * arg) {
     emscripten_get_element_css_size("#canvas", &css_w, &css_h);
     int win_w = 0, win_h = 0;
     SDL_GetWindowSize(L.window, &win_w, &win_h);
-    if (css_w >= 1 && css_h >= 1 && ((int)css_w != win_w || (int)css_h != win_h))
+    // The backing store is the CSS size x devicePixelRatio (SDL_WINDOW_ALLOW_HIGHDPI), renewed
+    // when either changes (browser zoom, another screen); the font follows the ratio.
+    const float dpr = (float)emscripten_get_device_pixel_ratio();
+    if (css_w >= 1 && css_h >= 1 && ((int)css_w != win_w || (int)css_h != win_h || dpr != L.dpr)) {
+        if (dpr != L.dpr && (int)css_w == win_w && (int)css_h == win_h) SDL_SetWindowSize(L.window, win_w + 1, win_h);
         SDL_SetWindowSize(L.window, (int)css_w, (int)css_h);
+    }
+    if (dpr != L.dpr) {
+        build_font(dpr, L.dpr != 0.f);
+        L.dpr = dpr;
+    }
 #endif
 
     const Uint64 now = SDL_GetPerformanceCounter();
@@ -371,7 +398,11 @@ int main(int argc, char ** argv) {
     SDL_GL_SetAttribute(SDL_GL_DOUBLEBUFFER, 1);
     SDL_GL_SetAttribute(SDL_GL_DEPTH_SIZE, 0);
     SDL_GL_SetAttribute(SDL_GL_STENCIL_SIZE, 0);
+#ifdef __EMSCRIPTEN__
+    const Uint32 flags = SDL_WINDOW_OPENGL | SDL_WINDOW_RESIZABLE | SDL_WINDOW_ALLOW_HIGHDPI;
+#else
     const Uint32 flags = SDL_WINDOW_OPENGL | SDL_WINDOW_RESIZABLE;
+#endif
     loop.window = SDL_CreateWindow("ekvae", SDL_WINDOWPOS_CENTERED, SDL_WINDOWPOS_CENTERED, win_w, win_h, flags);
     if (!loop.window) {
         report_error(std::string("cannot create a window: ") + SDL_GetError());

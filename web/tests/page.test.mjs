@@ -297,6 +297,11 @@ async function main() {
       check(/n_u/.test(r.nu.message), `n_u = 2: message "${r.nu.message}"`);
       check(/not finite/.test(r.huge.message), `huge weight: message "${r.huge.message}"`);
       check(/checksum/.test(r.flip.message), `flipped digit: message "${r.flip.message}"`);
+      // plain words first (what is wrong, what is expected), the detail on a second line
+      check(r.garbage.message.startsWith('hello.txt is not an ekvae model file: a .safetensors model written by ekvae_train is expected.') &&
+            r.garbage.message.includes('pendulum-constrained.safetensors keeps running.\n(not a valid safetensors file'),
+            `garbage: message "${r.garbage.message}"`);
+      check(r.wrong.message.startsWith('wrong-shape.safetensors cannot run in this demo: '), `wrong shape: message "${r.wrong.message}"`);
       check(angleDiff(r.after.theta, r.after.estimate.theta) < 0.3, `after the refusals the estimate ${r.after.estimate.theta} is off the truth ${r.after.theta}`);
       check(r.own.ok && r.own.state.model === 'my-model.safetensors' && r.own.state.error === null, `own file: ${JSON.stringify(r.own.message || r.own.state.error)}`);
       check(r.back.ok && r.back.state.model === 'pendulum-constrained.safetensors', 'could not load the shipped model back');
@@ -553,6 +558,34 @@ async function main() {
       check(errs.length === 0, errs.join(' | '));
       await o.page.close();
       return `canvas ${size[0]}x${size[1]}`;
+    });
+
+    await test('crisp on high-DPI screens: at devicePixelRatio 2 the backing store is the CSS size x 2', async () => {
+      const errs = [];
+      const p = await context.newPage();
+      p.on('pageerror', (e) => errs.push(`pageerror: ${e.message}`));
+      const cdp = await context.newCDPSession(p);
+      const sizes = {};
+      for (const dpr of [2, 3]) {
+        await cdp.send('Emulation.setDeviceMetricsOverride', { width: 900, height: 600, deviceScaleFactor: dpr, mobile: false });
+        const t0 = Date.now();
+        await withTimeout(p.goto(`${base}/index.html`, { waitUntil: 'load' }), STEP_TIMEOUT_MS, 'load');
+        await waitReady(p, t0);
+        await sleep(300);
+        sizes[dpr] = await p.evaluate(() => {
+          const c = document.getElementById('canvas'), r = c.getBoundingClientRect();
+          return { w: c.width, h: c.height, cw: r.width, ch: r.height, dpr: window.devicePixelRatio };
+        });
+      }
+      await cdp.send('Emulation.clearDeviceMetricsOverride');
+      for (const dpr of [2, 3]) {
+        const z = sizes[dpr];
+        check(z.dpr === dpr && z.w === Math.floor(z.cw * dpr) && z.h === Math.floor(z.ch * dpr),
+              `DPR ${dpr}: backing ${z.w}x${z.h} for CSS ${z.cw}x${z.ch} (devicePixelRatio ${z.dpr})`);
+      }
+      check(errs.length === 0, errs.join(' | '));
+      await p.close();
+      return `CSS 900x600: DPR 2 backing ${sizes[2].w}x${sizes[2].h}, DPR 3 ${sizes[3].w}x${sizes[3].h}`;
     });
 
     await test('a clear message without WebGL2', async () => {
