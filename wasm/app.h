@@ -134,6 +134,8 @@ struct App {
     std::function<void(const std::string & name, int slot)> request_model;
     // Opens the front end's file picker (browser); unset natively.
     std::function<void()> open_file_picker;
+    // Copies a link that restores the set-up (browser: ekvae.shareLink()); unset natively.
+    std::function<void()> copy_link;
 
     float fps = 0.f;
     long frames = 0;             // frames drawn

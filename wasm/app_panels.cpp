@@ -356,6 +356,10 @@ void draw_controls(App & app) {
     if (ImGui::Button(app.paused ? "Resume" : "Pause")) app.paused = !app.paused;
     ImGui::SameLine();
     if (ImGui::Button("Step")) { app.paused = true; app_step(app, 1); }
+    if (app.copy_link) {
+        ImGui::SameLine();
+        if (ImGui::Button("Copy link")) app.copy_link();
+    }
     ImGui::SliderFloat("speed", &app.speed, 0.25f, 4.f, "%.2fx", ImGuiSliderFlags_Logarithmic);
 
     ImGui::Spacing();

@@ -431,6 +431,7 @@ int main(int argc, char ** argv) {
         EM_ASM({ if (Module.onRequestModel) Module.onRequestModel(UTF8ToString($0), $1); }, name.c_str(), slot);
     };
     loop.app.open_file_picker = []() { EM_ASM({ if (Module.onOpenFilePicker) Module.onOpenFilePicker(); }); };
+    loop.app.copy_link = []() { EM_ASM({ if (Module.onCopyLink) Module.onCopyLink(); }); };
 #else
     app_init_style();
 #endif

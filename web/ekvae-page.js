@@ -46,6 +46,11 @@
       const u = q.get('ui');
       if (u === 'minimal' || u === 'full') opt.ui = u; else warn('ui', u);
     }
+    if (q.has('paused')) opt.paused = ['', '1', 'true', 'on'].includes(q.get('paused'));
+    if (q.has('state')) {  // the start state, e.g. state=2.5,0 (pendulum) or state=0.3,-0.5,1,-1 (arm)
+      const v = q.get('state').split(',').map(Number);
+      if (v.length >= 1 && v.length <= 8 && v.every(Number.isFinite)) opt.state = v; else warn('state', q.get('state'));
+    }
     return opt;
   }
 
@@ -194,6 +199,20 @@
       return JSON.parse(m.UTF8ToString(m._ekvae_benchmark(Math.max(1, Math.floor(n)), H, slot)));
     },
     memoryBytes() { return need().HEAPU8.length; },          // the size of the wasm memory (it only grows)
+    // A link to this page that restores the set-up: world, model, horizon, torque assumption,
+    // compare mode, ui, and the current state as the start state (the app's "Copy link").
+    shareLink() {
+      const s = api.state(), q = new URLSearchParams();
+      q.set('world', s.world);
+      if (s.model) q.set('model', s.model);
+      q.set('horizon', String(s.horizon));
+      q.set('torque', s.torque_mode);
+      if (s.compare) q.set('compare', '1');
+      if (options.ui === 'minimal') q.set('ui', 'minimal');
+      q.set('state', s.state.map((v) => +v.toFixed(4)).join(','));
+      if (s.paused) q.set('paused', '1');
+      return `${location.origin}${location.pathname}?${q.toString()}`;
+    },
     state() {              // {t, theta, omega, torque, covered, estimate, forecast, model_ms, model, error, ...}
       const m = need();
       return JSON.parse(m.UTF8ToString(m._ekvae_state_json()));
@@ -315,6 +334,8 @@
         api.models = names;
         mod.ccall('ekvae_set_models', null, ['string'], [JSON.stringify(names)]);
         await Promise.allSettled([...pending]);
+        if (options.paused) api.pause(true);
+        if (options.state) api.reset(options.state);
         api.timing.ready_ms = performance.now();
         resolveReady(api);
         startLiveSummary();
@@ -326,6 +347,14 @@
           .catch((e) => console.warn('ekvae: ' + e.message));
       },
       onOpenFilePicker() { if (picker) picker.click(); },
+      // "Copy link": the share link to the clipboard (where the browser allows it), else shown
+      onCopyLink() {
+        const link = api.shareLink();
+        api.lastShareLink = link;
+        const shown = () => window.prompt('A link to this set-up:', link);
+        if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(link).catch(shown);
+        else shown();
+      },
       onAppError(message) { fail('ekvae: ' + message); },
       onAbort(what) { fail('ekvae stopped: ' + what); },
     };

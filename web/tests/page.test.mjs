@@ -404,6 +404,35 @@ async function main() {
       await o.page.close();
     });
 
+    await test('the share link round-trips: world, model, horizon, torque mode, compare, start state', async () => {
+      const errs = [];
+      const o = await openPage(context, `${base}/index.html?world=arm`, errs);
+      await waitReady(o.page, o.t0);
+      const a = await o.page.evaluate(async () => {
+        const e = window.ekvae;
+        e.pause(true);
+        e.setHorizon(17);
+        e.setTorqueMode('zero');
+        e.setCompare(true);
+        e.reset([0.3, -0.5, 1, -1]);
+        e.step(7);
+        await new Promise((r) => setTimeout(r, 1500)); // the second model loads
+        return { link: e.shareLink(), s: e.state() };
+      });
+      await o.page.close();
+      const o2 = await openPage(context, a.link, errs);
+      await waitReady(o2.page, o2.t0);
+      const b = await o2.page.evaluate(() => window.ekvae.state());
+      await o2.page.close();
+      check(b.world === 'arm' && b.model === a.s.model && b.horizon === 17 && b.torque_mode === 'zero' && b.compare === true,
+            `restored: ${b.world}, ${b.model}, H ${b.horizon}, ${b.torque_mode}, compare ${b.compare} from ${a.link}`);
+      const worst = Math.max(...a.s.state.map((v, i) => Math.abs(v - b.state[i])));
+      check(worst < 1e-4 && b.paused && b.t === 0 && b.models.length === 2,
+            `start state off by ${worst}, paused ${b.paused}, t ${b.t}; ${b.models.length} models running`);
+      check(errs.length === 0, errs.join(' | '));
+      return a.link.slice(a.link.indexOf('?'));
+    });
+
     await armChecks({ test, context, base, outDir });
     await embedChecks({ test, context, base, outDir, top });
 
