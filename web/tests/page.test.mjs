@@ -1,7 +1,7 @@
 // page.test.mjs: headless Chromium test of the built ekvae page.
 //   node web/tests/page.test.mjs [SITE_DIR] [OUT_DIR]
 // SITE_DIR defaults to build-wasm/site, OUT_DIR (screenshots, perf.json) to build-wasm/test-output.
-// EKVAE_SCREENSHOT_DIR=docs/screenshots also copies the default, compare and covered
+// EKVAE_SCREENSHOT_DIR=docs/screenshots also copies the default, compare, covered, embed, arm-model and course-page
 // screenshots there. The site must hold the shipped models (models/*.safetensors).
 // Serves SITE_DIR on 127.0.0.1 (a free port) with node's http module, drives Debian's
 // /usr/bin/chromium through playwright-core, and prints one line per check and finally
@@ -637,7 +637,7 @@ async function main() {
     const shots = process.env.EKVAE_SCREENSHOT_DIR;
     if (shots) {
       fs.mkdirSync(shots, { recursive: true });
-      for (const f of ['default.png', 'compare.png', 'covered.png', 'embed.png'])
+      for (const f of ['default.png', 'compare.png', 'covered.png', 'embed.png', 'arm-model.png', 'course-page.png'])
         if (fs.existsSync(path.join(outDir, f))) fs.copyFileSync(path.join(outDir, f), path.join(shots, f));
       console.log(`screenshots copied to ${shots}`);
     }
