@@ -173,6 +173,8 @@ void app_step(App & app, int n);
 void app_advance(App & app, float dt_seconds);
 // The torques of the next step [U]: mouse drag, else keys, else the sliders; clipped.
 std::vector<double> app_applied_torque(const App & app);
+// The velocity component of angle component i (state = angles, then their velocities), -1 if none.
+int velocity_of(const ekvae::World & w, int i);
 
 // Loads a model file's bytes into slot 0 or 1 (name: what the UI calls it). On success the
 // stream restarts its filter from the prior at the current state and returns true. On failure

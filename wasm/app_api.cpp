@@ -2,6 +2,7 @@
 // state as JSON for the page's window.ekvae.state() (see app.h and web/README.md).
 #include "app.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 
@@ -64,7 +65,7 @@ std::string app_state_json(App & app) {
     app_update_forecast(app);
     using nlohmann::json;
     const ekvae::World & w = *app.world;
-    const int va = w.angles() < w.S ? w.angles() : 0; // the first velocity ("omega")
+    const int va = std::max(velocity_of(w, 0), 0); // the first angle's velocity ("omega")
     auto num = [](double v) { return std::isfinite(v) ? json(v) : json(); };
     auto estimate_json = [&](const ModelStream & s) {
         if (!s.started) return json();

@@ -33,11 +33,6 @@ ImU32 velocity_colour(double v, double vmax) {
     return IM_COL32((int)(r * 255), (int)(g * 255), (int)(b * 255), 255);
 }
 
-int velocity_of(const ekvae::World & w, int i) {
-    const int v = i + w.angles();
-    return v < w.S && !w.angle[v] ? v : -1;
-}
-
 void text_at(ImDrawList * dl, ImVec2 p, ImU32 col, const char * s) { dl->AddText(p, col, s); }
 void text_right(ImDrawList * dl, ImVec2 p, ImU32 col, const char * s) {
     dl->AddText(ImVec2(p.x - ImGui::CalcTextSize(s).x, p.y), col, s);

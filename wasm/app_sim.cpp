@@ -238,6 +238,11 @@ StreamScore stream_score(const ModelStream & s) {
     return {mean(s.err10), mean(s.err30), mean(s.err_velocity), (int)s.err10.size(), (int)s.err30.size()};
 }
 
+int velocity_of(const ekvae::World & w, int i) {
+    const int v = i + w.angles();
+    return v < w.S && !w.angle[v] ? v : -1;
+}
+
 std::vector<double> app_applied_torque(const App & app) {
     const ekvae::World & w = *app.world;
     std::vector<double> u = app.torque_slider;
@@ -253,7 +258,7 @@ std::vector<double> app_applied_torque(const App & app) {
             b[j] -= h;
             const std::vector<double> pa = w.skeleton(a.data()), pb = w.skeleton(b.data());
             const double jx = (pa[tip] - pb[tip]) / (2 * h), jy = (pa[tip + 1] - pb[tip + 1]) / (2 * h);
-            u[j] = kDragGain * (jx * fx + jy * fy) - kDragDamping * app.state[w.U + j];
+            u[j] = kDragGain * (jx * fx + jy * fy) - kDragDamping * app.state[velocity_of(w, j)];
         }
     } else {
         for (int j = 0; j < w.U; j++)

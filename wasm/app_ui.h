@@ -28,8 +28,6 @@ std::string short_name(const App & app, const std::string & file, bool strip_wor
 ImU32 angle_colour(double theta);
 // Velocity colour: diverging blue (negative) - grey - red (positive), saturating at +-vmax.
 ImU32 velocity_colour(double v, double vmax);
-// The velocity component of angle component i (state = angles, then their velocities), -1 if none.
-int velocity_of(const ekvae::World & w, int i);
 
 void text_at(ImDrawList * dl, ImVec2 p, ImU32 col, const char * s);
 void text_right(ImDrawList * dl, ImVec2 p, ImU32 col, const char * s);
