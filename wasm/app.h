@@ -38,10 +38,12 @@ struct AppOptions {
     bool compare = false;             // run two models side by side
     std::string model;                // model file name (as listed in models/), "" = the default
     bool minimal_ui = false;          // ui=minimal: no control panel, for clean embeds
+    bool touch = false;               // a touch screen (coarse pointer): larger controls
+    bool show_help = false;           // open the "what you see / what to try" help at start (first visit)
 };
 
 // Parses --world NAME, --horizon N (1..200), --torque hold|zero, --compare [0|1],
-// --model NAME, --ui minimal|full from argv[1..]; arguments it does not know go to rest, in
+// --model NAME, --ui minimal|full, --touch 0|1, --show-help 0|1 from argv[1..]; arguments it does not know go to rest, in
 // order. Returns false and sets err on a missing or bad value.
 bool parse_app_args(int argc, char ** argv, AppOptions & opt, std::vector<std::string> & rest, std::string & err);
 
@@ -137,6 +139,26 @@ struct App {
     // Copies a link that restores the set-up (browser: ekvae.shareLink()); unset natively.
     std::function<void()> copy_link;
 
+    // Opens a web address (browser: a new tab); unset natively.
+    std::function<void(const std::string & url)> open_url;
+    // The help was closed with "Got it" (browser: remembered for the next visit); unset natively.
+    std::function<void()> help_seen;
+
+    // UI: the scale of the whole UI (UI units -> CSS pixels, app_ui_scale), the tab shown in the
+    // compact layout, where the keys go (0: the arrows turn the joints; 1: keyboard navigation
+    // of the controls, entered with Tab, left with Esc or Tab), the help window.
+    float ui_scale = 1.f;
+    bool compact = false;        // this frame uses the compact layout (small windows, phones)
+    int tab = 0;
+    int key_zone = 0;
+    int nav_request = 0;         // +1: start keyboard navigation next frame, -1: end it
+    bool help_open = false;
+    // Where the last frame drew its controls and swatches (CSS pixels), for tests and the page:
+    // "torque1", "torque2" (sliders), "swatch:true", "swatch:A", "swatch:B", "swatch:torque",
+    // "help", and each panel as "panel:TITLE".
+    struct UiRect { std::string name; float x, y, w, h; };
+    std::vector<UiRect> ui_rects;
+
     float fps = 0.f;
     long frames = 0;             // frames drawn
 };
@@ -154,7 +176,7 @@ StreamScore stream_score(const ModelStream & s);
 // pendulum hanging down with a small push, the arm stretched out). Also sets the ImGui style
 // when an ImGui context exists (else call app_init_style once it does).
 void app_init(App & app, const AppOptions & opt);
-void app_init_style();
+void app_init_style(bool touch = false);
 // Switches to the world called name (false and err for an unknown one): its start state, its
 // image size, no models; asks for that world's default shipped model(s).
 bool app_set_world(App & app, const std::string & name, std::string & err);
@@ -171,7 +193,10 @@ void app_cover(App & app, bool on);
 void app_step(App & app, int n);
 // Real time -> world steps at the chosen speed (unless paused), then the forecasts.
 void app_advance(App & app, float dt_seconds);
-// The torques of the next step [U]: mouse drag, else keys, else the sliders; clipped.
+// While paused, dragging places the world instead: its angles put the tip as close to (x, y)
+// (skeleton units: pivot at 0, reach 1, y up) as it reaches, at rest; then app_reset.
+void app_place_tip(App & app, double x, double y);
+// The torques of the next step [U]: mouse drag (not while paused), else keys, else the sliders; clipped.
 std::vector<double> app_applied_torque(const App & app);
 // The velocity component of angle component i (state = angles, then their velocities), -1 if none.
 int velocity_of(const ekvae::World & w, int i);
@@ -205,6 +230,15 @@ double app_benchmark(App & app, int n, int H, int slot, double * mean_ms);
 // Runs one UI frame: reads the keys, advances the world (app_advance), then draws every
 // panel. Call between ImGui::NewFrame() and ImGui::Render().
 void app_frame(App & app, float dt_seconds);
+// The UI scale for a canvas of css_w x css_h CSS pixels: 1 up to 1280 x 800, growing with the
+// window beyond (1920 x 1080: 1.25), 1.25 on touch screens; in steps of 1/8. The front end
+// lays the UI out in units of CSS pixels / scale (ImGui's DisplaySize) and rasterises the font
+// at 13 px x scale x devicePixelRatio.
+float app_ui_scale(float css_w, float css_h, bool touch);
+// Tab (shift: Shift+Tab) pressed while the app has the keyboard: moves between the arrows'
+// torque and the keyboard navigation of the controls. Returns false when the focus should
+// leave the app (the page then moves it on).
+bool app_tab_key(App & app, bool shift);
 
 // ---- page API (app_api.cpp) ------------------------------------------------------------------
 

@@ -50,6 +50,10 @@ bool parse_app_args(int argc, char ** argv, AppOptions & opt, std::vector<std::s
             const char * v = value("a model file name");
             if (!v) return false;
             opt.model = v;
+        } else if (a == "--touch" || a == "--show-help") {
+            const char * v = value("0 or 1");
+            if (!v || !one_of(v, "0", "1")) return false;
+            (a == "--touch" ? opt.touch : opt.show_help) = std::string(v) == "1";
         } else if (a == "--ui") {
             const char * v = value("minimal or full");
             if (!v || !one_of(v, "minimal", "full")) return false;
@@ -145,5 +149,9 @@ std::string app_state_json(App & app) {
     for (int k = 0; k < 2; k++)
         if (app.streams[k].model && (k == 0 || app.opt.compare)) ms.push_back(stream_json(app.streams[k]));
     j["models"] = ms;
+    json rects = json::object();
+    for (const App::UiRect & r : app.ui_rects) rects[r.name] = {r.x, r.y, r.w, r.h};
+    j["ui"] = {{"scale", app.ui_scale}, {"minimal", app.opt.minimal_ui}, {"touch", app.opt.touch}, {"tab", app.tab},
+               {"keys", app.key_zone == 0 ? "torque" : "controls"}, {"help_open", app.help_open}, {"rects", rects}};
     return j.dump();
 }

@@ -3,11 +3,22 @@
 // Layout (full): controls on the left (hidden with ui=minimal); on the right a top row with the
 // true world (with each model's estimate drawn over it), "what the model sees" and the latent
 // space, and below it one forecast section per model (film strips + a time plot per state
-// component). Small windows (an iframe) get a compact layout: the world and the forecast only.
+// component). Small windows (phones, tablets in portrait, most iframes) get a compact layout:
+// the world with its torque slider(s) always in view, and tabs for the forecast, the camera,
+// the latent space, the settings and the help (stacked in portrait, side by side otherwise).
+// ui=minimal drops the controls, the tabs and the title bars: the world (with its torque
+// slider when small) and the forecast, for clean embeds.
+//
+// Keys: while the demo has the keyboard, the arrows turn the joints (key_zone 0); Tab moves
+// into the controls, where ImGui's keyboard navigation runs (arrows move, Space presses, Esc
+// or Tab leaves: app_tab_key).
 #include "app_ui.h"
+
+#include <imgui_internal.h> // FocusWindow, NavInitWindow: entering keyboard navigation on Tab
 
 #include <algorithm>
 #include <cmath>
+#include <cstdarg>
 #include <cstdio>
 
 namespace {
@@ -16,6 +27,22 @@ namespace {
 // down / up joint 2 (full torque while held; right and up turn clockwise).
 const ImGuiKey kKeys[2][2] = {{ImGuiKey_LeftArrow, ImGuiKey_RightArrow}, {ImGuiKey_DownArrow, ImGuiKey_UpArrow}};
 const char * kKeyNames[2] = {"<- / ->", "down / up"};
+
+const char * kPaperUrl = "https://openreview.net/forum?id=-WEryOMRpZU";
+
+// A tooltip for the last item; on touch screens only while the finger is down (a tap leaves
+// the pointer where it was, and a tooltip would stay).
+bool g_touch = false;
+void tip(const char * text) {
+    if (ImGui::IsItemHovered() && (!g_touch || ImGui::GetIO().MouseDown[0])) ImGui::SetTooltip("%s", text);
+}
+
+// Records where something was drawn (UI units -> CSS pixels) for state().ui.rects.
+void record(App & app, const std::string & name, ImVec2 a, ImVec2 b) {
+    const float s = app.ui_scale;
+    app.ui_rects.push_back({name, a.x * s, a.y * s, (b.x - a.x) * s, (b.y - a.y) * s});
+}
+void record_item(App & app, const std::string & name) { record(app, name, ImGui::GetItemRectMin(), ImGui::GetItemRectMax()); }
 
 const char * torque_source(const App & app) {
     if (app.dragging) return "mouse drag";
@@ -37,6 +64,7 @@ void draw_world_panel(App & app) {
     // The whole canvas catches the mouse: dragging anywhere pulls the tip toward the pointer.
     ImGui::InvisibleButton("world_canvas", size);
     const bool active = ImGui::IsItemActive();
+    if (ImGui::IsItemActivated()) app.key_zone = 0; // a click on the world: the arrows turn it again
     const float text_h = ImGui::GetTextLineHeight();
     const ImVec2 c(p0.x + size.x * 0.5f, p0.y + text_h + (size.y - 2.5f * text_h) * 0.5f);
     const float R = 0.40f * std::min(size.x, size.y - 2.5f * text_h);
@@ -46,6 +74,7 @@ void draw_world_panel(App & app) {
         const ImVec2 m = ImGui::GetIO().MousePos;
         app.drag_x = (m.x - c.x) / R;
         app.drag_y = -(m.y - c.y) / R;
+        if (app.paused) app_place_tip(app, app.drag_x, app.drag_y); // paused: the drag places it
     }
 
     dl->AddRectFilled(p0, ImVec2(p0.x + size.x, p0.y + size.y), kPanelBg);
@@ -119,22 +148,32 @@ void draw_world_panel(App & app) {
     text_at(dl, ImVec2(p0.x + 6, p0.y + 4), IM_COL32(210, 210, 215, 255), line.c_str());
     // Legend (bottom): truth, the estimates, the torque arc.
     float x = p0.x + 6, y = p0.y + size.y - text_h - 4;
-    auto legend = [&](ImU32 col, const char * label) {
+    auto legend = [&](ImU32 col, const char * label, const char * id) {
         if (x + 18 + ImGui::CalcTextSize(label).x > p0.x + size.x) return;
         dl->AddRectFilled(ImVec2(x, y + 4), ImVec2(x + 14, y + text_h - 4), col);
+        record(app, std::string("swatch:") + id, ImVec2(x, y + 4), ImVec2(x + 14, y + text_h - 4));
         text_at(dl, ImVec2(x + 18, y), kDim, label);
         x += 18 + ImGui::CalcTextSize(label).x + 12;
     };
-    legend(IM_COL32(230, 230, 235, 255), "true");
+    legend(IM_COL32(230, 230, 235, 255), "true", "true");
     for (int k = 0; k < n_streams(app); k++) {
         if (!has_model(app.streams[k])) continue;
         std::string label = n_streams(app) > 1 ? short_name(app, app.streams[k].name, true) : std::string("estimate");
         if (size.x > 420 && n_streams(app) == 1) label += " +-2 sigma";
-        legend(kStreamCol[k], label.c_str());
+        legend(kStreamCol[k], label.c_str(), k == 0 ? "A" : "B");
     }
-    legend(kTorqueCol, "torque");
-    const std::string hint = app.paused ? "paused" : w.U > 1 ? "drag the hand, or hold the arrow keys" : "drag it, or hold <- / ->";
-    if (size.x > 520) text_right(dl, ImVec2(p0.x + size.x - 6, y), IM_COL32(120, 120, 130, 255), hint.c_str());
+    legend(kTorqueCol, "torque", "torque");
+    const char * what = w.U > 1 ? "the hand" : "it";
+    const std::string hint = app.paused ? std::string("paused: drag ") + what + " to place it"
+                             : app.key_zone == 1 ? "keys: the controls (Esc: back)"
+                             : w.U > 1 ? "drag the hand, or hold the arrow keys" : "drag it, or hold <- / ->";
+    if (x + ImGui::CalcTextSize(hint.c_str()).x + 12 < p0.x + size.x)
+        text_right(dl, ImVec2(p0.x + size.x - 6, y), IM_COL32(120, 120, 130, 255), hint.c_str());
+    // Just after a reset every filter starts from its prior: its +-2 sigma is wide for a moment.
+    if (has_model(app.streams[0]) && app.steps < 30) {
+        const char * note = size.x > 420 ? "the filter starts from its prior: wide bands for a moment" : "filter starting: wide bands";
+        text_at(dl, ImVec2(p0.x + 6, p0.y + 4 + text_h), IM_COL32(230, 200, 120, 255), note);
+    }
 }
 
 void draw_observation_panel(App & app) {
@@ -287,6 +326,100 @@ void draw_forecast_panel(App & app) {
     ImGui::Dummy(avail);
 }
 
+// Reset, Pause / Resume, Step.
+void run_buttons(App & app) {
+    if (ImGui::Button("Reset")) app_reset(app, app_start_state(app));
+    tip("Back to the start state; every filter starts again from its prior.");
+    ImGui::SameLine();
+    if (ImGui::Button(app.paused ? "Resume" : "Pause")) app.paused = !app.paused;
+    tip("Pause the simulation; while paused, drag the system to place it.");
+    ImGui::SameLine();
+    if (ImGui::Button("Step")) { app.paused = true; app_step(app, 1); }
+    tip("One time step, then paused.");
+}
+
+// One slider per joint with a "0" button beside it; width < 0: ImGui's default item width.
+void torque_sliders(App & app, float width) {
+    const ekvae::World & w = *app.world;
+    for (int j = 0; j < w.U; j++) {
+        ImGui::PushID(j);
+        float u = (float)app.torque_slider[j];
+        const std::string label = w.U > 1 ? "u" + std::to_string(j + 1) : std::string("u");
+        const float zero_w = ImGui::CalcTextSize("0").x + 2 * ImGui::GetStyle().FramePadding.x;
+        const float label_w = ImGui::CalcTextSize(label.c_str()).x + ImGui::GetStyle().ItemInnerSpacing.x;
+        if (width > 0) ImGui::SetNextItemWidth(std::max(40.f, width - zero_w - label_w - ImGui::GetStyle().ItemSpacing.x));
+        if (ImGui::SliderFloat(label.c_str(), &u, (float)-w.action_max(j), (float)w.action_max(j), "%+.2f")) app_set_torque(app, j, u);
+        record_item(app, "torque" + std::to_string(j + 1));
+        tip(w.U > 1 ? "The torque at this joint (N m); positive turns clockwise. Keys: <- / -> joint 1, down / up joint 2."
+                    : "The torque at the pivot (N m); positive turns clockwise. Keys: <- / ->.");
+        ImGui::SameLine();
+        if (ImGui::Button("0")) app_set_torque(app, j, 0.0);
+        tip("No torque.");
+        ImGui::PopID();
+    }
+}
+
+// The compact layout's strip under the world: the torque slider(s), and (unless minimal) the
+// run buttons.
+void draw_torque_strip(App & app) {
+    torque_sliders(app, ImGui::GetContentRegionAvail().x);
+    if (!app.opt.minimal_ui) run_buttons(app);
+}
+
+// A bullet with its text wrapped at the window's edge (ImGui's BulletText does not wrap).
+void bullet(const char * fmt, ...) IM_FMTARGS(1);
+void bullet(const char * fmt, ...) {
+    char buf[512];
+    va_list args;
+    va_start(args, fmt);
+    std::vsnprintf(buf, sizeof buf, fmt, args);
+    va_end(args);
+    ImGui::Bullet();
+    ImGui::SameLine();
+    ImGui::TextWrapped("%s", buf);
+}
+
+// "What you see / what to try": one line per panel, the keys, the paper.
+void draw_help(App & app) {
+    const ekvae::World & w = *app.world;
+    ImGui::PushTextWrapPos(0.f);
+    ImGui::TextUnformatted("What you see");
+    bullet("%s: the real system, simulated live. The coloured fan is the model's estimate of each angle "
+                      "(+-2 sigma); the yellow arc is the torque you apply.", w.U > 1 ? "The arm" : "The pendulum");
+    bullet("What the model sees: a %d x %d camera frame each step. The model gets only these pixels and "
+                      "the torque, never the angles.", app.W, app.W);
+    bullet("Latent space: the model's state z, one dot per step. A good model lays the angle out "
+                      "around a ring in colour order.");
+    bullet("Forecast: the next H frames as the model imagines them (decoded from z), and each angle and "
+                      "velocity against the truth; the band is +-2 sigma.");
+    ImGui::Spacing();
+    ImGui::TextUnformatted("What to try");
+    bullet("Push it: %s, or drag %s. Pause, then drag to place it.", w.U > 1 ? "hold the arrow keys" : "hold <- / ->",
+                      w.U > 1 ? "the hand" : "the bob");
+    bullet("Cover the camera: the model keeps predicting without frames and grows unsure.");
+    bullet("Compare the two objectives: the constrained model against the ELBO model on the same frames.");
+    bullet("After Reset the bands are wide for a moment: the filter starts from its prior and "
+                      "narrows as frames come in.");
+    ImGui::Spacing();
+    ImGui::TextUnformatted("Keys (once the demo has the focus)");
+    bullet(w.U > 1 ? "<- / -> turn joint 1, down / up joint 2." : "<- / -> push the pendulum.");
+    bullet("Tab: into the controls (arrows move, Space presses, Esc back); Tab again leaves the demo.");
+    ImGui::PopTextWrapPos();
+    ImGui::Spacing();
+    ImGui::TextDisabled("Klushyn et al., Latent Matters: Learning Deep State-Space Models (NeurIPS 2021)");
+    if (app.open_url) {
+        if (ImGui::Button("Read the paper")) app.open_url(kPaperUrl);
+        tip(kPaperUrl);
+        ImGui::SameLine();
+    }
+    if (ImGui::Button("Got it")) {
+        app.help_open = false;
+        if (app.help_seen) app.help_seen();
+        if (app.compact) app.tab = 0;
+    }
+    record_item(app, "help");
+}
+
 void draw_model_controls(App & app) {
     auto model_combo = [&](const char * id, int slot) {
         const std::string cur = app.streams[slot].name.empty() ? "(none)" : short_name(app, app.streams[slot].name);
@@ -300,6 +433,8 @@ void draw_model_controls(App & app) {
                     app.request_model(n, slot);
             ImGui::EndCombo();
         }
+        tip("A model shipped with the demo: '-constrained' was trained with the constrained objective\n"
+            "(minimise R + lambda (D - D0)), '-elbo' with the plain ELBO.");
     };
     auto record_and_score = [&](int slot) {
         const ModelStream & st = app.streams[slot];
@@ -319,6 +454,7 @@ void draw_model_controls(App & app) {
     record_and_score(0);
     bool cmp = app.opt.compare;
     if (ImGui::Checkbox("compare with", &cmp)) app_set_compare(app, cmp);
+    tip("Run a second model on the same world and the same frames, side by side.");
     if (app.opt.compare) {
         model_combo("##model1", 1);
         record_and_score(1);
@@ -329,6 +465,7 @@ void draw_model_controls(App & app) {
     }
     if (app.open_file_picker) {
         if (ImGui::Button("Load your own file...")) app.open_file_picker();
+        tip("A .safetensors file written by ekvae_train (RUN/model.safetensors).");
         ImGui::TextDisabled("or drop a .safetensors file here");
     }
     if (!app.loading.empty()) ImGui::TextDisabled("loading %s ...", app.loading.c_str());
@@ -342,7 +479,9 @@ void draw_controls(App & app) {
     ImGui::Separator();
     const std::vector<std::string> worlds = ekvae::world_names();
     if (worlds.size() > 1) {
-        if (ImGui::BeginCombo("system", w.name.c_str())) {
+        const bool open = ImGui::BeginCombo("system", w.name.c_str());
+        tip("The system simulated: the pendulum (one torque) or the two-link arm (two).");
+        if (open) {
             std::string chosen;
             for (const std::string & n : worlds)
                 if (ImGui::Selectable(n.c_str(), n == w.name) && n != w.name) chosen = n;
@@ -351,40 +490,38 @@ void draw_controls(App & app) {
             if (!chosen.empty()) { app_set_world(app, chosen, err); return; } // the world changed under us
         }
     }
-    if (ImGui::Button("Reset")) app_reset(app, app_start_state(app));
-    ImGui::SameLine();
-    if (ImGui::Button(app.paused ? "Resume" : "Pause")) app.paused = !app.paused;
-    ImGui::SameLine();
-    if (ImGui::Button("Step")) { app.paused = true; app_step(app, 1); }
+    if (!app.compact) {
+        run_buttons(app);
+        if (ImGui::Button(app.help_open ? "Close help" : "Help")) app.help_open = !app.help_open;
+        tip("What you see and what to try, the keys, the paper.");
+    }
     if (app.copy_link) {
-        ImGui::SameLine();
+        if (!app.compact) ImGui::SameLine();
         if (ImGui::Button("Copy link")) app.copy_link();
+        tip("A link that opens the demo as it is now: system, model, horizon, compare, state.");
     }
     ImGui::SliderFloat("speed", &app.speed, 0.25f, 4.f, "%.2fx", ImGuiSliderFlags_Logarithmic);
+    tip("Simulation speed relative to real time.");
 
-    ImGui::Spacing();
-    ImGui::TextUnformatted(w.U > 1 ? "Torques" : "Torque");
-    for (int j = 0; j < w.U; j++) {
-        ImGui::PushID(j);
-        float u = (float)app.torque_slider[j];
-        const std::string label = w.U > 1 ? "u" + std::to_string(j + 1) : std::string("u");
-        if (ImGui::SliderFloat(label.c_str(), &u, (float)-w.action_max(j), (float)w.action_max(j), "%+.2f")) app_set_torque(app, j, u);
-        ImGui::SameLine();
-        if (ImGui::SmallButton("0")) app_set_torque(app, j, 0.0);
-        ImGui::PopID();
-    }
-    ImGui::TextDisabled("source: %s", torque_source(app));
-    if (w.U > 1) {
-        ImGui::PushTextWrapPos(0.f);
-        ImGui::TextDisabled("keys: %s joint 1, %s joint 2", kKeyNames[0], kKeyNames[1]);
-        ImGui::PopTextWrapPos();
+    if (!app.compact) { // the compact layout keeps the torque sliders in view under the world
+        ImGui::Spacing();
+        ImGui::TextUnformatted(w.U > 1 ? "Torques" : "Torque");
+        torque_sliders(app, -1.f);
+        ImGui::TextDisabled("source: %s", torque_source(app));
+        if (w.U > 1) {
+            ImGui::PushTextWrapPos(0.f);
+            ImGui::TextDisabled("keys: %s joint 1, %s joint 2", kKeyNames[0], kKeyNames[1]);
+            ImGui::PopTextWrapPos();
+        }
     }
 
     ImGui::Spacing();
     ImGui::TextUnformatted("Camera");
     ImGui::SliderFloat("noise", &app.noise, 0.f, 0.5f, "%.2f");
+    tip("Gaussian pixel noise added to what the model sees.");
     bool cov = app.covered;
     if (ImGui::Checkbox("cover the camera", &cov)) app_cover(app, cov);
+    tip("The model gets no frames: its filter only predicts, and its uncertainty grows.");
 
     ImGui::Spacing();
     draw_model_controls(app);
@@ -393,9 +530,12 @@ void draw_controls(App & app) {
     ImGui::TextUnformatted("Forecast");
     int H = app.opt.horizon;
     if (ImGui::SliderInt("H frames", &H, 1, kMaxHorizon)) { app.opt.horizon = H; app.forecast_dirty = true; }
+    tip("How many frames ahead the model forecasts, open-loop from its current belief.");
     int mode = app.opt.torque_mode == "zero" ? 1 : 0;
     const bool hold_clicked = ImGui::RadioButton("hold current torque", &mode, 0);
+    tip("The forecast assumes the torque applied now is held.");
     const bool zero_clicked = ImGui::RadioButton("zero torque", &mode, 1);
+    tip("The forecast assumes no torque from now on.");
     if (hold_clicked || zero_clicked) {
         app.opt.torque_mode = mode == 1 ? "zero" : "hold";
         app.forecast_dirty = true;
@@ -408,6 +548,7 @@ void draw_controls(App & app) {
             if (ImGui::Selectable(projection_name(app, p).c_str(), p == app.projection)) app.projection = p;
         ImGui::EndCombo();
     }
+    tip("The plane the latent plot shows: the model's own read-out of an angle, or two z coordinates.");
 
     ImGui::Separator();
     ImGui::Text("%.0f FPS", app.fps);
@@ -419,67 +560,206 @@ void draw_controls(App & app) {
     }
 }
 
-void panel(const char * title, ImVec2 pos, ImVec2 size, void (*body)(App &), App & app) {
+// A fixed tile of the layout (extra: more window flags).
+void panel(const char * title, ImVec2 pos, ImVec2 size, void (*body)(App &), App & app, ImGuiWindowFlags extra = 0) {
     const ImGuiWindowFlags flags = ImGuiWindowFlags_NoMove | ImGuiWindowFlags_NoResize | ImGuiWindowFlags_NoCollapse |
-                                   ImGuiWindowFlags_NoSavedSettings | ImGuiWindowFlags_NoBringToFrontOnFocus |
-                                   ImGuiWindowFlags_NoFocusOnAppearing | ImGuiWindowFlags_NoScrollbar |
-                                   ImGuiWindowFlags_NoScrollWithMouse;
+                             ImGuiWindowFlags_NoSavedSettings | ImGuiWindowFlags_NoBringToFrontOnFocus |
+                             ImGuiWindowFlags_NoFocusOnAppearing | ImGuiWindowFlags_NoScrollbar |
+                             ImGuiWindowFlags_NoScrollWithMouse | extra;
     ImGui::SetNextWindowPos(pos, ImGuiCond_Always);
     ImGui::SetNextWindowSize(size, ImGuiCond_Always);
     if (ImGui::Begin(title, nullptr, flags)) body(app);
+    const std::string t = title;
+    record(app, "panel:" + (t.rfind("###", 0) == 0 ? t.substr(3) : t.substr(0, t.find("##"))), pos, ImVec2(pos.x + size.x, pos.y + size.y));
     ImGui::End();
 }
 
+// Panels without anything to navigate: the arrows there are the torque keys' alone.
+constexpr ImGuiWindowFlags kNoNav = ImGuiWindowFlags_NoNav;
+
+// The compact layout's tabs: the forecast, the camera, the latent space, the set-up, the help
+// (a row of equal buttons, the shown one lit, then its body).
+void draw_tabs(App & app) {
+    struct Tab { const char * name; void (*body)(App &); };
+    const Tab tabs[] = {{"Forecast", draw_forecast_panel}, {"Camera", draw_observation_panel}, {"Latent", draw_latent_panel},
+                        {"Setup", draw_controls}, {"Help", draw_help}};
+    const int n = 5;
+    const float gap = 3.f, bw = std::floor((ImGui::GetContentRegionAvail().x - (n - 1) * gap) / n);
+    ImGui::PushStyleVar(ImGuiStyleVar_ItemSpacing, ImVec2(gap, ImGui::GetStyle().ItemSpacing.y));
+    ImGui::PushStyleVar(ImGuiStyleVar_FramePadding, ImVec2(2.f, ImGui::GetStyle().FramePadding.y));
+    for (int i = 0; i < n; i++) {
+        if (i) ImGui::SameLine();
+        const bool lit = i == app.tab;
+        ImGui::PushStyleColor(ImGuiCol_Button, ImGui::GetStyleColorVec4(lit ? ImGuiCol_ButtonActive : ImGuiCol_FrameBg));
+        // "Forecast" does not fit a phone's fifth of the width: "Plots" there
+        const char * label = i == 0 && ImGui::CalcTextSize(tabs[i].name).x + 4 > bw ? "Plots###Forecast" : tabs[i].name;
+        if (ImGui::Button(label, ImVec2(bw, 0))) app.tab = i;
+        ImGui::PopStyleColor();
+        record_item(app, std::string("tab:") + tabs[i].name);
+    }
+    ImGui::PopStyleVar(2);
+    const int i = std::clamp(app.tab, 0, n - 1);
+    // the set-up and the help scroll; the plots fill the tab
+    ImGui::BeginChild("tab_body", ImVec2(0, 0), false, i >= 3 ? 0 : ImGuiWindowFlags_NoScrollbar | ImGuiWindowFlags_NoScrollWithMouse);
+    tabs[i].body(app);
+    ImGui::EndChild();
+}
+
+// Keyboard navigation of the window called name on (Tab into the controls) or off.
+void set_keyboard_navigation(const char * name, bool on) {
+    ImGuiContext & g = *GImGui;
+    if (!on) {
+        ImGui::FocusWindow(nullptr);
+        g.NavDisableHighlight = true;
+        return;
+    }
+    ImGuiWindow * win = ImGui::FindWindowByName(name);
+    if (!win) return;
+    ImGui::FocusWindow(win);
+    ImGui::NavInitWindow(win, true);
+    g.NavDisableHighlight = false;
+    g.NavDisableMouseHover = true;
+}
+
+const char * navigated_window(const App & app) { return app.compact ? "###tabs" : "Controls"; }
+
 } // namespace
 
-void app_init_style() {
+float app_ui_scale(float css_w, float css_h, bool touch) {
+    if (touch) return 1.25f;
+    const float s = std::min(css_w / 1280.f, css_h / 800.f);
+    const float q = std::floor(std::max(1.f, std::min(s, 2.f)) * 8.f) / 8.f; // steps of 1/8
+    return q > 1.f ? 1.f + (q - 1.f) * 0.75f : 1.f;                         // grow a little slower than the window
+}
+
+bool app_tab_key(App & app, bool shift) {
+    if (app.opt.minimal_ui) return false; // nothing to navigate: Tab leaves
+    if (app.key_zone == 0 && !shift) {
+        app.key_zone = 1;
+        app.nav_request = 1;
+        return true;
+    }
+    if (app.key_zone == 1 && shift) {
+        app.key_zone = 0;
+        app.nav_request = -1;
+        return true;
+    }
+    if (app.key_zone == 1) { // Tab from the controls leaves the demo; the arrows turn it next time
+        app.key_zone = 0;
+        app.nav_request = -1;
+    }
+    return false;
+}
+
+void app_init_style(bool touch) {
     // The panels are fixed tiles: a focused title bar would mean nothing, so look the same.
     ImGuiStyle & style = ImGui::GetStyle();
     style.Colors[ImGuiCol_TitleBgActive] = style.Colors[ImGuiCol_TitleBg];
+    style.Colors[ImGuiCol_NavHighlight] = ImVec4(1.f, 0.85f, 0.3f, 1.f); // the keyboard's focus ring
     style.WindowRounding = 4.f;
     style.WindowPadding = ImVec2(6, 6);
+    if (touch) { // fingers: taller controls, wider grabs and scroll bars
+        style.FramePadding = ImVec2(8, 7);
+        style.ItemSpacing = ImVec2(8, 7);
+        style.GrabMinSize = 22.f;
+        style.ScrollbarSize = 20.f;
+        style.TouchExtraPadding = ImVec2(4, 4);
+    }
 }
 
 void app_frame(App & app, float dt_seconds) {
     ImGuiIO & io = ImGui::GetIO();
     app.fps = io.Framerate;
     app.frames++;
+    app.ui_rects.clear();
+    g_touch = app.opt.touch;
+
+    // Keyboard navigation only in the controls (key_zone 1); Esc goes back to the torque keys.
+    if (app.key_zone == 1 && ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Escape))) {
+        app.key_zone = 0;
+        app.nav_request = -1;
+    }
+    if (app.key_zone == 1) io.ConfigFlags |= ImGuiConfigFlags_NavEnableKeyboard;
+    else io.ConfigFlags &= ~ImGuiConfigFlags_NavEnableKeyboard;
+    if (app.nav_request != 0) {
+        set_keyboard_navigation(navigated_window(app), app.nav_request > 0);
+        app.nav_request = 0;
+    }
 
     // Keys: full torque at a joint while held (right / up = +max, clockwise on screen).
     for (int j = 0; j < app.world->U; j++) {
         app.key_dir[j] = 0;
-        if (io.WantTextInput || j >= 2) continue;
+        if (io.WantTextInput || j >= 2 || app.key_zone != 0) continue;
         if (ImGui::IsKeyDown(ImGui::GetKeyIndex(kKeys[j][1]))) app.key_dir[j] += 1;
         if (ImGui::IsKeyDown(ImGui::GetKeyIndex(kKeys[j][0]))) app.key_dir[j] -= 1;
     }
     app_advance(app, dt_seconds);
 
-    const ImVec2 ds = io.DisplaySize;
+    const ImVec2 ds = io.DisplaySize; // UI units (CSS pixels / ui_scale)
     const float m = 6.f;
+    app.compact = ds.x < 900 || ds.y < 560;
+    std::string title = app.world->title;
+    title[0] = (char)std::toupper((unsigned char)title[0]);
+    title += "###world"; // one window whatever the world is called
+    const ImGuiWindowFlags bare = app.opt.minimal_ui ? ImGuiWindowFlags_NoTitleBar : 0;
+    if (app.compact) {
+        // The world with its torque strip; the rest in tabs (ui=minimal: the forecast only).
+        const ImGuiStyle & st = ImGui::GetStyle();
+        const int rows = app.world->U + (app.opt.minimal_ui ? 0 : 1);
+        const float strip_h = rows * ImGui::GetFrameHeightWithSpacing() - st.ItemSpacing.y + 2 * st.WindowPadding.y;
+        const float aw = std::max(100.f, ds.x - 2 * m), ah = std::max(100.f, ds.y - 2 * m);
+        const bool portrait = ds.y > ds.x * 1.15f;
+        ImVec2 wpos(m, m), wsize, spos, ssize, rpos, rsize;
+        if (portrait) {
+            const float wh = std::floor(std::min(aw * 0.95f, (ah - strip_h - m) * 0.42f));
+            wsize = ImVec2(aw, wh);
+            spos = ImVec2(m, m + wh + m);
+            ssize = ImVec2(aw, strip_h);
+            rpos = ImVec2(m, spos.y + strip_h + m);
+            rsize = ImVec2(aw, ds.y - rpos.y - m);
+        } else {
+            const float w1 = std::floor(std::min(aw * 0.45f, (ah - strip_h - m) * 1.15f));
+            wsize = ImVec2(w1, ah - strip_h - m);
+            spos = ImVec2(m, m + wsize.y + m);
+            ssize = ImVec2(w1, strip_h);
+            rpos = ImVec2(m + w1 + m, m);
+            rsize = ImVec2(aw - w1 - m, ah);
+        }
+        panel(title.c_str(), wpos, wsize, draw_world_panel, app, bare | kNoNav);
+        panel("###strip", spos, ssize, draw_torque_strip, app, ImGuiWindowFlags_NoTitleBar);
+        if (app.opt.minimal_ui) panel("Forecast", rpos, rsize, draw_forecast_panel, app, bare | kNoNav);
+        else panel("###tabs", rpos, rsize, draw_tabs, app, ImGuiWindowFlags_NoTitleBar);
+        return;
+    }
     float x0 = m;
-    const bool compact = ds.x < 900 || ds.y < 560;
-    if (!app.opt.minimal_ui && !compact) {
+    if (!app.opt.minimal_ui) {
         const float cw = std::min(270.f, std::max(220.f, ds.x * 0.22f));
         panel("Controls", ImVec2(m, m), ImVec2(cw, ds.y - 2 * m), draw_controls, app);
         x0 = cw + 2 * m;
     }
-    std::string title = app.world->title;
-    title[0] = (char)std::toupper((unsigned char)title[0]);
-    title += "###world"; // one window whatever the world is called
     const float aw = std::max(100.f, ds.x - x0 - m);
     const float ah = std::max(100.f, ds.y - 2 * m);
-    if (compact) {
-        // The world on the left, the forecast on the right (small embeds).
-        const float w1 = std::floor(std::min(aw * 0.42f, ah * 1.1f)), w2 = aw - w1 - m;
-        panel(title.c_str(), ImVec2(x0, m), ImVec2(w1, ah), draw_world_panel, app);
-        panel("Forecast", ImVec2(x0 + w1 + m, m), ImVec2(w2, ah), draw_forecast_panel, app);
-        return;
-    }
     // Top row: world | observation | latent space; below: the forecast of each model.
     const float h1 = std::floor(ah * 0.42f), h2 = ah - h1 - m;
     const float w1 = std::floor(aw * 0.40f), w2 = std::floor(std::min(aw * 0.22f, h1 * 0.9f)), w3 = aw - w1 - w2 - 2 * m;
-    panel(title.c_str(), ImVec2(x0, m), ImVec2(w1, h1), draw_world_panel, app);
-    panel("What the model sees", ImVec2(x0 + w1 + m, m), ImVec2(w2, h1), draw_observation_panel, app);
-    panel("Latent space", ImVec2(x0 + w1 + w2 + 2 * m, m), ImVec2(w3, h1), draw_latent_panel, app);
-    panel("Forecast", ImVec2(x0, m + h1 + m), ImVec2(aw, h2), draw_forecast_panel, app);
+    panel(title.c_str(), ImVec2(x0, m), ImVec2(w1, h1), draw_world_panel, app, kNoNav);
+    panel("What the model sees", ImVec2(x0 + w1 + m, m), ImVec2(w2, h1), draw_observation_panel, app, kNoNav);
+    panel("Latent space", ImVec2(x0 + w1 + w2 + 2 * m, m), ImVec2(w3, h1), draw_latent_panel, app, kNoNav);
+    panel("Forecast", ImVec2(x0, m + h1 + m), ImVec2(aw, h2), draw_forecast_panel, app, kNoNav);
+    if (app.help_open && !app.opt.minimal_ui) {
+        // the help floats over the panels on the right, until "Got it" or its close box
+        const float hw = std::min(560.f, aw - 40.f);
+        ImGui::SetNextWindowPos(ImVec2(x0 + (aw - hw) * 0.5f, m + 30.f), ImGuiCond_Always);
+        ImGui::SetNextWindowSize(ImVec2(hw, 0.f), ImGuiCond_Always);
+        ImGui::SetNextWindowBgAlpha(0.97f);
+        bool open = true;
+        if (ImGui::Begin("What you see, what to try", &open, ImGuiWindowFlags_NoMove | ImGuiWindowFlags_NoResize |
+                                                                 ImGuiWindowFlags_NoCollapse | ImGuiWindowFlags_NoSavedSettings))
+            draw_help(app);
+        ImGui::End();
+        if (!open) {
+            app.help_open = false;
+            if (app.help_seen) app.help_seen();
+        }
+    }
 }

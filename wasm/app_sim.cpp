@@ -243,23 +243,38 @@ int velocity_of(const ekvae::World & w, int i) {
     return v < w.S && !w.angle[v] ? v : -1;
 }
 
+namespace {
+// The tip's Jacobian in the joint angles at state q, by central differences of the skeleton:
+// J [2][U] (row 0: d tip_x / d q_j, row 1: d tip_y / d q_j), and the tip itself.
+void tip_jacobian(const ekvae::World & w, const std::vector<double> & q, double tip[2], std::vector<double> J[2]) {
+    const std::vector<double> sk = w.skeleton(q.data());
+    const size_t n = sk.size() - 2;
+    tip[0] = sk[n];
+    tip[1] = sk[n + 1];
+    J[0].assign(w.U, 0.0);
+    J[1].assign(w.U, 0.0);
+    for (int j = 0; j < w.U; j++) {
+        std::vector<double> a = q, b = q;
+        const double h = 1e-4;
+        a[j] += h;
+        b[j] -= h;
+        const std::vector<double> pa = w.skeleton(a.data()), pb = w.skeleton(b.data());
+        J[0][j] = (pa[n] - pb[n]) / (2 * h);
+        J[1][j] = (pa[n + 1] - pb[n + 1]) / (2 * h);
+    }
+}
+} // namespace
+
 std::vector<double> app_applied_torque(const App & app) {
     const ekvae::World & w = *app.world;
     std::vector<double> u = app.torque_slider;
-    if (app.dragging && w.S == 2 * w.U) {
-        // J^T of the tip by central differences of the skeleton in each joint angle
-        const std::vector<double> sk = w.skeleton(app.state.data());
-        const size_t tip = sk.size() - 2;
-        const double fx = app.drag_x - sk[tip], fy = app.drag_y - sk[tip + 1];
-        for (int j = 0; j < w.U; j++) {
-            std::vector<double> a = app.state, b = app.state;
-            const double h = 1e-4;
-            a[j] += h;
-            b[j] -= h;
-            const std::vector<double> pa = w.skeleton(a.data()), pb = w.skeleton(b.data());
-            const double jx = (pa[tip] - pb[tip]) / (2 * h), jy = (pa[tip + 1] - pb[tip + 1]) / (2 * h);
-            u[j] = kDragGain * (jx * fx + jy * fy) - kDragDamping * app.state[velocity_of(w, j)];
-        }
+    if (app.dragging && !app.paused && w.S == 2 * w.U) {
+        double tip[2];
+        std::vector<double> J[2];
+        tip_jacobian(w, app.state, tip, J);
+        const double fx = app.drag_x - tip[0], fy = app.drag_y - tip[1];
+        for (int j = 0; j < w.U; j++)
+            u[j] = kDragGain * (J[0][j] * fx + J[1][j] * fy) - kDragDamping * app.state[velocity_of(w, j)];
     } else {
         for (int j = 0; j < w.U; j++)
             if (app.key_dir[j] != 0) u[j] = app.key_dir[j] * w.action_max(j);
@@ -268,8 +283,37 @@ std::vector<double> app_applied_torque(const App & app) {
     return u;
 }
 
+void app_place_tip(App & app, double x, double y) {
+    const ekvae::World & w = *app.world;
+    if (w.S != 2 * w.U) return;
+    // damped least squares from the current angles: dq = J^T (J J^T + mu I)^-1 (target - tip)
+    std::vector<double> q = app.state;
+    for (int it = 0; it < 40; it++) {
+        double tip[2];
+        std::vector<double> J[2];
+        tip_jacobian(w, q, tip, J);
+        const double ex = x - tip[0], ey = y - tip[1];
+        if (ex * ex + ey * ey < 1e-10) break;
+        const double mu = 1e-2;
+        double a = mu, b = 0, d = mu; // J J^T + mu I = [a b; b d]
+        for (int j = 0; j < w.U; j++) {
+            a += J[0][j] * J[0][j];
+            b += J[0][j] * J[1][j];
+            d += J[1][j] * J[1][j];
+        }
+        const double det = a * d - b * b;
+        const double vx = (d * ex - b * ey) / det, vy = (a * ey - b * ex) / det;
+        for (int j = 0; j < w.U; j++) q[j] += J[0][j] * vx + J[1][j] * vy;
+    }
+    for (int i = 0; i < w.S; i++)
+        if (!w.angle[i]) q[i] = 0.0; // placed at rest
+    app_reset(app, q);
+}
+
 void app_init(App & app, const AppOptions & opt) {
-    if (ImGui::GetCurrentContext()) app_init_style();
+    if (ImGui::GetCurrentContext()) app_init_style(opt.touch);
+    app.help_open = opt.show_help;
+    if (opt.show_help) app.tab = 4; // the compact layout's Help tab
     app.opt = opt;
     app.paused = false;
     app.speed = 1.f;

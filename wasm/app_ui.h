@@ -9,10 +9,13 @@
 
 constexpr double kPi = 3.14159265358979323846;
 
-// Colours: the truth in white, each model stream in its own colour.
+// Colours: the truth in white, each model stream in its own colour, the torque in yellow:
+// Okabe and Ito's colour-blind-safe sky blue, vermillion and yellow, which stay apart under
+// protanopia, deuteranopia and tritanopia (the browser test measures them under Chromium's
+// emulation of each).
 const ImU32 kTruth = IM_COL32(235, 235, 240, 255);
-const ImU32 kStreamCol[2] = {IM_COL32(80, 170, 255, 255), IM_COL32(235, 110, 215, 255)};
-const ImU32 kTorqueCol = IM_COL32(250, 200, 60, 255);
+const ImU32 kStreamCol[2] = {IM_COL32(86, 180, 233, 255), IM_COL32(230, 97, 0, 255)};
+const ImU32 kTorqueCol = IM_COL32(240, 228, 66, 255);
 const ImU32 kPanelBg = IM_COL32(24, 26, 32, 255);
 const ImU32 kGrid = IM_COL32(60, 64, 76, 255);
 const ImU32 kDim = IM_COL32(150, 150, 160, 255);

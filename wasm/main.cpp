@@ -15,6 +15,7 @@
 //   --bench N          no window: time N frames of model work (filter step + H-step forecast
 //                      with decoding) per model and print the median, then exit
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -55,15 +56,17 @@ struct Loop {
     long max_frames = -1;   // native --frames
     std::string screenshot; // native --screenshot
     std::string models_dir = "models"; // native: the shipped models
-    float dpr = 0.f;        // browser: the devicePixelRatio the font was built for
+    float dpr = 1.f;        // browser: the devicePixelRatio (natively 1)
+    float font_scale = 0.f; // devicePixelRatio x UI scale the font was built for (0: not yet)
     int exit_code = 0;
 };
 
 Loop * g_loop = nullptr; // for the C API the page calls
 
 // ImGui's default font rasterised at 13 px x scale and drawn at 1 / scale: sharp text on a
-// backing store scale times the CSS size (call between frames; gl_ready: the backend's
-// textures exist and the font texture is made again, else its first frame makes it).
+// backing store scale times the UI's size (scale = devicePixelRatio x UI scale; call between
+// frames; gl_ready: the backend's textures exist and the font texture is made again, else its
+// first frame makes it).
 void build_font(float scale, bool gl_ready) {
     ImGuiIO & io = ImGui::GetIO();
     io.Fonts->Clear();
@@ -118,11 +121,19 @@ void frame(void * arg) {
         if (dpr != L.dpr && (int)css_w == win_w && (int)css_h == win_h) SDL_SetWindowSize(L.window, win_w + 1, win_h);
         SDL_SetWindowSize(L.window, (int)css_w, (int)css_h);
     }
-    if (dpr != L.dpr) {
-        build_font(dpr, L.dpr != 0.f);
-        L.dpr = dpr;
-    }
+    L.dpr = dpr;
+    SDL_GetWindowSize(L.window, &win_w, &win_h);
+#else
+    int win_w = 0, win_h = 0;
+    SDL_GetWindowSize(L.window, &win_w, &win_h);
 #endif
+    // The UI scale follows the window (and the browser zoom, through the CSS size); the font is
+    // rasterised for it and the device pixels.
+    L.app.ui_scale = app_ui_scale((float)win_w, (float)win_h, L.app.opt.touch);
+    if (L.dpr * L.app.ui_scale != L.font_scale) {
+        build_font(L.dpr * L.app.ui_scale, L.font_scale != 0.f);
+        L.font_scale = L.dpr * L.app.ui_scale;
+    }
 
     const Uint64 now = SDL_GetPerformanceCounter();
     float dt = (float)((double)(now - L.last_counter) / (double)SDL_GetPerformanceFrequency());
@@ -131,6 +142,14 @@ void frame(void * arg) {
 
     ImGui_ImplOpenGL3_NewFrame();
     ImGui_ImplSDL2_NewFrame();
+    {
+        // the UI is laid out in UI units: CSS pixels / ui_scale (the renderer scales it back up)
+        ImGuiIO & io = ImGui::GetIO();
+        const float s = L.app.ui_scale;
+        io.DisplaySize = ImVec2(io.DisplaySize.x / s, io.DisplaySize.y / s);
+        io.DisplayFramebufferScale = ImVec2(io.DisplayFramebufferScale.x * s, io.DisplayFramebufferScale.y * s);
+        if (io.MousePos.x > -FLT_MAX / 2) io.MousePos = ImVec2(io.MousePos.x / s, io.MousePos.y / s);
+    }
     ImGui::NewFrame();
     app_frame(L.app, dt);
     ImGui::Render();
@@ -238,6 +257,9 @@ EMSCRIPTEN_KEEPALIVE int ekvae_set_world(const char * name) {
     g_loop->app.model_error = err;
     return 0;
 }
+// Tab (shift: Shift+Tab) while the canvas has the focus: 1 if the app moved the keys between
+// the torque and the controls, 0 if the focus should leave the demo.
+EMSCRIPTEN_KEEPALIVE int ekvae_tab(int shift) { return g_loop && app_tab_key(g_loop->app, shift != 0) ? 1 : 0; }
 EMSCRIPTEN_KEEPALIVE void ekvae_cover(int on) { if (g_loop) app_cover(g_loop->app, on != 0); }
 EMSCRIPTEN_KEEPALIVE void ekvae_pause(int on) { if (g_loop) g_loop->app.paused = on != 0; }
 EMSCRIPTEN_KEEPALIVE void ekvae_step(int n) { if (g_loop && n > 0) app_step(g_loop->app, n); }
@@ -323,7 +345,7 @@ int main(int argc, char ** argv) {
         } else if (a == "--help" || a == "-h") {
             std::printf("usage: ekvae_viewer [--frames N] [--screenshot F.png] [--size WxH] [--world pendulum|arm] [--horizon N]\n"
                         "                    [--torque hold|zero] [--compare [0|1]] [--model FILE|NAME]\n"
-                        "                    [--models-dir DIR] [--ui minimal|full] [--bench N]\n");
+                        "                    [--models-dir DIR] [--ui minimal|full] [--touch 0|1] [--show-help 0|1] [--bench N]\n");
             return 0;
         } else {
             report_error("unknown or incomplete flag '" + a + "' (see --help)");
@@ -432,8 +454,10 @@ int main(int argc, char ** argv) {
     };
     loop.app.open_file_picker = []() { EM_ASM({ if (Module.onOpenFilePicker) Module.onOpenFilePicker(); }); };
     loop.app.copy_link = []() { EM_ASM({ if (Module.onCopyLink) Module.onCopyLink(); }); };
+    loop.app.open_url = [](const std::string & url) { EM_ASM({ window.open(UTF8ToString($0), '_blank', 'noopener'); }, url.c_str()); };
+    loop.app.help_seen = []() { EM_ASM({ if (Module.onHelpSeen) Module.onHelpSeen(); }); };
 #else
-    app_init_style();
+    app_init_style(loop.app.opt.touch);
 #endif
     loop.last_counter = SDL_GetPerformanceCounter();
     g_loop = &loop;

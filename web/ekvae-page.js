@@ -46,6 +46,7 @@
       const u = q.get('ui');
       if (u === 'minimal' || u === 'full') opt.ui = u; else warn('ui', u);
     }
+    if (q.has('help')) opt.help = ['', '1', 'true', 'on'].includes(q.get('help'));
     if (q.has('paused')) opt.paused = ['', '1', 'true', 'on'].includes(q.get('paused'));
     if (q.has('state')) {  // the start state, e.g. state=2.5,0 (pendulum) or state=0.3,-0.5,1,-1 (arm)
       const v = q.get('state').split(',').map(Number);
@@ -54,8 +55,18 @@
     return opt;
   }
 
+  // The help opens on the first visit (help=1 / help=0 in the URL decide), never with ui=minimal.
+  const HELP_SEEN = 'ekvae.helpSeen';
+  function firstVisit() {
+    try { return !window.localStorage.getItem(HELP_SEEN); } catch (e) { return false; }
+  }
   function appArguments(opt) {
     const args = ['--world', opt.world, '--horizon', String(opt.horizon), '--torque', opt.torque, '--ui', opt.ui];
+    // touch first where the main pointer is a finger
+    const touch = window.matchMedia && window.matchMedia('(pointer: coarse)').matches;
+    args.push('--touch', touch ? '1' : '0');
+    const help = opt.ui !== 'minimal' && (opt.help === undefined ? firstVisit() : opt.help);
+    args.push('--show-help', help ? '1' : '0');
     if (opt.compare) args.push('--compare', '1');
     if (opt.model) args.push('--model', opt.model);
     return args;
@@ -220,14 +231,20 @@
   };
   window.ekvae = api;
 
-  // A good guest in a course page: the mouse wheel over the demo scrolls the page around it (the
-  // app has nothing to scroll), and Tab / Shift+Tab move the focus on instead of reaching the
-  // app. Both are stopped here, in the capture phase, before SDL's handlers on the canvas
-  // (which would call preventDefault).
-  window.addEventListener('wheel', (e) => { if (e.target === canvas) e.stopImmediatePropagation(); },
+  // A good guest in a course page: embedded, the mouse wheel over the demo scrolls the page around
+  // it (on its own page the wheel scrolls the app's long tabs). Tab / Shift+Tab first move the
+  // keys between the torque and the app's controls (ImGui's keyboard navigation), then move the
+  // focus on to the page. Both are handled here, in the capture phase, before SDL's handlers on
+  // the canvas (which would call preventDefault).
+  const embedded = window.top !== window.self;
+  window.addEventListener('wheel', (e) => { if (embedded && e.target === canvas) e.stopImmediatePropagation(); },
                           { capture: true, passive: true });
   for (const type of ['keydown', 'keyup', 'keypress']) {
-    window.addEventListener(type, (e) => { if (e.key === 'Tab') e.stopImmediatePropagation(); }, { capture: true });
+    window.addEventListener(type, (e) => {
+      if (e.key !== 'Tab') return;
+      e.stopImmediatePropagation();
+      if (type === 'keydown' && mod && document.activeElement === canvas && mod._ekvae_tab(e.shiftKey ? 1 : 0)) e.preventDefault();
+    }, { capture: true });
   }
 
   // The live summary for screen readers (#live, aria-live polite), renewed once a second.
@@ -347,6 +364,7 @@
           .catch((e) => console.warn('ekvae: ' + e.message));
       },
       onOpenFilePicker() { if (picker) picker.click(); },
+      onHelpSeen() { try { window.localStorage.setItem(HELP_SEEN, '1'); } catch (e) { /* private mode */ } },
       // "Copy link": the share link to the clipboard (where the browser allows it), else shown
       onCopyLink() {
         const link = api.shareLink();

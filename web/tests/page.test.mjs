@@ -17,6 +17,7 @@ import { angleDiff, check, measureFps, median, openPage, pngStats, referenceStep
          withTimeout, STEP_TIMEOUT_MS } from './helpers.mjs';
 import { armChecks } from './arm.checks.mjs';
 import { embedChecks } from './embed.checks.mjs';
+import { layoutChecks } from './layout.checks.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const top = path.resolve(here, '..', '..');
@@ -50,7 +51,11 @@ async function main() {
     process.exit(1);
   }, TOTAL_TIMEOUT_MS);
 
+  // EKVAE_TEST_ONLY=TEXT runs only the checks whose name contains TEXT (and the first, which
+  // opens the page the others share), for working on one of them.
+  const only = process.env.EKVAE_TEST_ONLY;
   async function test(name, fn) {
+    if (only && passed + failed > 0 && !name.includes(only)) return;
     const t0 = Date.now();
     try {
       const note = await fn();
@@ -72,6 +77,11 @@ async function main() {
              '--no-first-run'],
     }), STEP_TIMEOUT_MS, 'launch chromium');
 
+    // The help opens on a first visit; on the test's main origin it has been seen (the
+    // first-visit check uses another origin, with its own storage).
+    await context.addInitScript(() => {
+      if (location.hostname === '127.0.0.1') try { localStorage.setItem('ekvae.helpSeen', '1'); } catch (e) { /* none */ }
+    });
     const errors = [];
     let page = null;
 
@@ -617,6 +627,8 @@ async function main() {
       return `CSS 900x600: DPR 2 backing ${sizes[2].w}x${sizes[2].h}, DPR 3 ${sizes[3].w}x${sizes[3].h}`;
     });
 
+    await layoutChecks({ test, context, base, outDir, perf });
+
     await test('a clear message without WebGL2', async () => {
       const p = await context.newPage();
       await p.addInitScript(() => {
@@ -637,7 +649,9 @@ async function main() {
     const shots = process.env.EKVAE_SCREENSHOT_DIR;
     if (shots) {
       fs.mkdirSync(shots, { recursive: true });
-      for (const f of ['default.png', 'compare.png', 'covered.png', 'embed.png', 'arm-model.png', 'course-page.png'])
+      for (const f of ['default.png', 'compare.png', 'covered.png', 'embed.png', 'arm-model.png', 'course-page.png', 'phone.png',
+                       'tablet.png', 'desktop.png', 'minimal-640x400.png', 'help.png', 'vision-deuteranopia.png',
+                       'vision-protanopia.png', 'vision-tritanopia.png'])
         if (fs.existsSync(path.join(outDir, f))) fs.copyFileSync(path.join(outDir, f), path.join(shots, f));
       console.log(`screenshots copied to ${shots}`);
     }
