@@ -13,7 +13,9 @@
 //   app_sim.cpp     the simulation: world steps, torques, observations, model streams
 //                   (filter, forecast, running score), loading models, switching worlds
 //   app_plots.cpp   drawing helpers and the plots: film strips, time plots, latent scatter
-//   app_panels.cpp  the panels (world, camera, latent space, forecast, controls) and layout
+//   app_panels.cpp  the panels (world, camera, latent space, forecast), the layout, the UI
+//                   scale and the keyboard's two modes
+//   app_controls.cpp the control panel, the compact layout's torque strip, the help
 //   app_api.cpp     command-line / URL options and the JSON state for the page's API
 //
 // Dimension legend: W image side, D = W*W pixels, n_z latent dims, H forecast horizon,

@@ -52,3 +52,23 @@ std::string projection_name(const App & app, int p);
 // One scatter of stream s's recent filtered means in [p0, p0 + size], coloured by the true
 // angle of the plotted plane (by_angle) or its velocity, with a colour bar underneath.
 void draw_scatter(App & app, const ModelStream & s, ImVec2 p0, ImVec2 size, bool by_angle, ImU32 frame_col);
+
+// A tooltip for the last item; on touch screens (g_touch_tooltips) only while the finger is
+// down (a tap leaves the pointer where it was, and a tooltip would stay).
+inline bool g_touch_tooltips = false;
+inline void tip(const char * text) {
+    if (ImGui::IsItemHovered() && (!g_touch_tooltips || ImGui::GetIO().MouseDown[0])) ImGui::SetTooltip("%s", text);
+}
+// Records where something was drawn (UI units -> CSS pixels) for state().ui.rects.
+inline void record(App & app, const std::string & name, ImVec2 a, ImVec2 b) {
+    const float s = app.ui_scale;
+    app.ui_rects.push_back({name, a.x * s, a.y * s, (b.x - a.x) * s, (b.y - a.y) * s});
+}
+inline void record_item(App & app, const std::string & name) { record(app, name, ImGui::GetItemRectMin(), ImGui::GetItemRectMax()); }
+
+// The controls (app_controls.cpp): the control panel; the compact layout's strip of torque
+// slider(s) and run buttons; the help; the last refused file (plain words, then the detail).
+void draw_controls(App & app);
+void draw_torque_strip(App & app);
+void draw_help(App & app);
+void show_model_error(const App & app);
