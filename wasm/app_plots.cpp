@@ -141,6 +141,9 @@ void draw_time_plot(App & app, int k, int comp, ImVec2 p0, ImVec2 size, bool sho
     auto X = [&](double tt) { return q0.x + (float)((tt - tmin) / (tmax - tmin)) * (q1.x - q0.x); };
     auto Y = [&](double a) { return q1.y - (float)((a - ylo) / (yhi - ylo)) * (q1.y - q0.y); };
     const char * alab[5] = {"0", "pi/2", "pi", "-pi/2", "0"};
+    // label every grid line, every other one, or only the middle one: as many as fit (compare mode's small plots)
+    const float spacing = (q1.y - q0.y) / 4;
+    const int every = spacing >= 1.05f * th ? 1 : 2 * spacing >= 1.05f * th ? 2 : 4;
     for (int i = 0; i <= 4; i++) {
         const float y = Y(ylo + i * (yhi - ylo) / 4);
         dl->AddLine(ImVec2(q0.x, y), ImVec2(q1.x, y), i == 2 ? IM_COL32(80, 84, 98, 255) : kGrid);
@@ -148,7 +151,7 @@ void draw_time_plot(App & app, int k, int comp, ImVec2 p0, ImVec2 size, bool sho
         char b[16];
         std::snprintf(b, sizeof b, "%+.0f", -vmax + i * vmax / 2);
         if (i == 2) std::snprintf(b, sizeof b, "0");
-        text_right(dl, ImVec2(q0.x - 4, ty), kDim, angle ? alab[i] : b);
+        if ((i - 2) % every == 0) text_right(dl, ImVec2(q0.x - 4, ty), kDim, angle ? alab[i] : b);
     }
     for (double tt = std::ceil(tmin); tt <= tmax + 1e-9; tt += 1.0) {
         const float x = X(tt);
