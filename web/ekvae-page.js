@@ -346,7 +346,7 @@
         overlay.classList.add('hidden');
         // The page on its own takes the focus (the arrow keys work at once); embedded in a course
         // page it does not: the reader clicks into it (or tabs to it) first.
-        if (window.top === window.self) canvas.focus({ preventScroll: true });
+        if (!embedded) canvas.focus({ preventScroll: true });
         const names = await shippedModels;
         api.models = names;
         mod.ccall('ekvae_set_models', null, ['string'], [JSON.stringify(names)]);

@@ -78,7 +78,7 @@ export async function layoutChecks({ test, context, base, outDir, perf }) {
       check(s.ui.touch === sc.touch, `ui.touch ${s.ui.touch}`);
       const backing = await p.evaluate(() => { const c = document.getElementById('canvas'); return [c.width, c.height]; });
       check(backing[0] === sc.w * sc.dpr && backing[1] === sc.h * sc.dpr, `backing store ${backing} for ${sc.w}x${sc.h} at DPR ${sc.dpr}`);
-      // press at 90 % of the slider: +0.8 x the max torque
+      // press at 90 % of the slider's item (its frame and the label after it): near the frame's right end
       const x = r[0] + 0.9 * r[2], y = r[1] + r[3] / 2;
       if (sc.touch) { // a finger: touch events, as a phone sends them
         await cdp.send('Input.dispatchTouchEvent', { type: 'touchStart', touchPoints: [{ x, y }] });
