@@ -1,6 +1,6 @@
 // ekvae_train: trains an EKVAE on image sequences of a world (the pendulum, the two-link arm).
 //
-//   ekvae_train [--preset pendulum|arm] [--config FILE.json] [--objective constrained|elbo] [--seed S]
+//   ekvae_train [--preset pendulum|arm|browser|arm-browser] [--config FILE.json] [--objective constrained|elbo] [--seed S]
 //               [--minutes M | --steps N] [--data FILE.safetensors] [--out DIR] [--resume]
 //               [--threads N] [--<any config key> VALUE]
 //
@@ -27,7 +27,7 @@ using namespace ekvae;
 using json = nlohmann::json;
 
 static const char * kUsage =
-    "usage: ekvae_train [--preset pendulum|arm] [--config FILE.json] [--objective constrained|elbo] [--seed S]\n"
+    "usage: ekvae_train [--preset pendulum|arm|browser|arm-browser] [--config FILE.json] [--objective constrained|elbo] [--seed S]\n"
     "                   [--minutes M | --steps N] [--data FILE.safetensors] [--out DIR] [--resume] [--threads N]\n"
     "                   [--<config key> VALUE ...]   (--help for details)";
 
@@ -159,7 +159,8 @@ static int run(int argc, char ** argv) {
                     "along a cosine from step 22000 to 0.1x at 30000; lambda follows the authors' rule. Deterministic for a\n"
                     "seed and a thread count; about 3.5 minutes with --threads 2 on 2 cores. --restarts 1 for one start.\n"
                     "A directory that holds a run is continued with --resume or started over with --force.\n\n"
-                    "Worlds: --preset pendulum (the default) or --preset arm (two-link arm, two torques, 24x24 frames).\n\n"
+                    "Worlds: --preset pendulum (the default) or --preset arm (two-link arm, two torques, 24x24 frames);\n"
+                    "--preset browser / arm-browser: the page's one-minute schedule (6000 steps, 4 starts of 1000, 1 thread).\n\n"
                     "Config keys (set with --key value, dashes or underscores; defaults of the 'pendulum' preset):\n%s\n",
                     kUsage, config_to_json(EkvaeConfig{}).c_str());
         return 0;
@@ -172,7 +173,7 @@ static int run(int argc, char ** argv) {
     // ---- resolve the config: preset < config file < flags --------------------------------
     EkvaeConfig cfg;
     const std::string preset = args.get_string("preset", "pendulum");
-    if (!config_preset(preset, cfg)) usage_error("unknown preset '" + preset + "' (available: pendulum, arm)", kUsage);
+    if (!config_preset(preset, cfg)) usage_error("unknown preset '" + preset + "' (available: pendulum, arm, browser, arm-browser)", kUsage);
     std::vector<std::pair<std::string, std::string>> overrides;
     if (args.has("config")) {
         std::vector<uint8_t> bytes;
@@ -257,21 +258,9 @@ static int run(int argc, char ** argv) {
                             " (pass --preset " + train.world().name + " or other data)", kUsage);
         if (train.T < cfg.window)
             usage_error("--data " + cfg.data + " has sequences of " + std::to_string(train.T) + " steps, shorter than --window " + std::to_string(cfg.window), kUsage);
-    } else {
-        DatasetConfig dc;
-        dc.sequences = cfg.train_sequences; dc.steps = cfg.sequence_steps; dc.image_size = cfg.image_size; dc.seed = (uint64_t)cfg.train_seed;
-        dc.world = make_world(cfg.world);
-        if (!validate_dataset_config(dc, err)) usage_error(err, kUsage);
-        train = generate_dataset(dc);
     }
-    {
-        DatasetConfig dc;
-        dc.sequences = cfg.test_sequences; dc.steps = std::max(cfg.sequence_steps, kForecastSequenceSteps); dc.image_size = cfg.image_size;
-        dc.seed = (uint64_t)cfg.test_seed;
-        dc.world = make_world(cfg.world);
-        if (!validate_dataset_config(dc, err)) usage_error(err, kUsage);
-        test = generate_dataset(dc);
-    }
+    // generated data (the training set only when there is no --data file), held-out set
+    if (!generate_run_data(cfg, cfg.data.empty() ? &train : nullptr, &test, err)) usage_error(err, kUsage);
 
     if (!resume) {
         tr.init(cfg, &test);
@@ -420,11 +409,9 @@ static int run(int argc, char ** argv) {
         say("note: stopped while choosing among starts (start %d of %d); --resume continues the choice\n", tr.start() + 1, cfg.restarts);
     // the read-out z -> the world's targets (pendulum: cos, sin, omega) from the training data,
     // then the model file
-    fit_readout(tr.model, train, kReadoutSequences);
+    const std::vector<uint8_t> model_bytes = model_file_bytes(tr.model, train, kReadoutSequences);
     if (!save_checkpoint()) return 1;
-    SafeTensors st;
-    ekvae_to_safetensors(tr.model, st);
-    if (!write_file_atomic(model_path, safetensors_serialize(st), err)) {
+    if (!write_file_atomic(model_path, model_bytes, err)) {
         say("error: %s\n", err.c_str());
         return 1;
     }

@@ -2,6 +2,7 @@
 // their backward rules are in autodiff_backward.cpp, in the same order.
 #include "autodiff.h"
 
+#include "gemm.h"
 #include "small_matrix.h"
 
 #include <cmath>
@@ -132,7 +133,7 @@ template <class T> Var Tape<T>::linear(Var x, Var W, Var b, Activation act) {
     // start from the bias and accumulate the product (Eigen's assignment would zero the
     // output first: this way that pass does useful work)
     nd.value = bv.col(0).rowwise().replicate(X.cols());
-    nd.value.noalias() += Wv * X;
+    matmul_into(nd.value, Wv, false, X, false, true);
     if (act == Activation::Relu) nd.value = nd.value.cwiseMax(T(0));
     else if (act == Activation::Tanh) nd.value = nd.value.array().tanh().matrix();
     nd.br = (int)nd.value.rows();
@@ -148,10 +149,7 @@ template <class T> Var Tape<T>::matmul(Var a, Var b, bool ta, bool tb) {
     const Eigen::Index ka = ta ? A.rows() : A.cols();
     const Eigen::Index kb = tb ? B.cols() : B.rows();
     check(ka == kb, "matmul: inner dimensions differ");
-    if (!ta && !tb) nd.value.noalias() = A * B;
-    else if (ta && !tb) nd.value.noalias() = A.transpose() * B;
-    else if (!ta && tb) nd.value.noalias() = A * B.transpose();
-    else nd.value.noalias() = A.transpose() * B.transpose();
+    matmul_into(nd.value, A, ta, B, tb, false);
     nd.br = (int)nd.value.rows();
     return Var{n_ - 1};
 }

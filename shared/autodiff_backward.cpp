@@ -5,6 +5,7 @@
 // by tests/test_autodiff.cpp.
 #include "autodiff.h"
 
+#include "gemm.h"
 #include "small_matrix.h"
 
 #include <cmath>
@@ -83,10 +84,10 @@ template <class T> void Tape<T>::backward_node(int id) {
         ni.grad_fresh = false;
         return f;
     };
-    auto gemm_acc = [&](int k, const auto & product) {
-        M & g = nodes_[nd.in[k]].grad;
-        if (first(k)) g.noalias() = product;
-        else g.noalias() += product;
+    // grad of input k (+)= op(P) op(Q)
+    auto gemm_acc = [&](int k, const M & P, bool tp, const M & Q, bool tq) {
+        const bool f = first(k);
+        matmul_into(nodes_[nd.in[k]].grad, P, tp, Q, tq, !f);
     };
     auto vin = [&](int k) -> const M & { return val(nd.in[k]); };
     switch (nd.op) {
@@ -108,9 +109,9 @@ template <class T> void Tape<T>::backward_node(int id) {
         if (act == Activation::Relu) D = (Y.array() > T(0)).select(D, T(0));
         else if (act == Activation::Tanh) D = (D.array() * (T(1) - Y.array().square())).matrix();
         const M & Dv = D;
-        if (in_needs(1)) gemm_acc(1, Dv * X.transpose());
+        if (in_needs(1)) gemm_acc(1, Dv, false, X, true);
         if (in_needs(2)) gin(2) += Dv.rowwise().sum();
-        if (in_needs(0)) gemm_acc(0, Wv.transpose() * Dv);
+        if (in_needs(0)) gemm_acc(0, Wv, true, Dv, false);
         break;
     }
     case Op::MatMul: {
@@ -119,16 +120,16 @@ template <class T> void Tape<T>::backward_node(int id) {
         const M & B = vin(1);
         const bool ta = nd.trans_a, tb = nd.trans_b;
         if (in_needs(0)) {
-            if (!ta && !tb) gemm_acc(0, G * B.transpose());                // dA = G B^T
-            else if (ta && !tb) gemm_acc(0, B * G.transpose());            // C = A^T B: dA = B G^T
-            else if (!ta && tb) gemm_acc(0, G * B);                        // C = A B^T: dA = G B
-            else gemm_acc(0, B.transpose() * G.transpose());               // C = A^T B^T: dA = B^T G^T
+            if (!ta && !tb) gemm_acc(0, G, false, B, true);                // dA = G B^T
+            else if (ta && !tb) gemm_acc(0, B, false, G, true);            // C = A^T B: dA = B G^T
+            else if (!ta && tb) gemm_acc(0, G, false, B, false);           // C = A B^T: dA = G B
+            else gemm_acc(0, B, true, G, true);               // C = A^T B^T: dA = B^T G^T
         }
         if (in_needs(1)) {
-            if (!ta && !tb) gemm_acc(1, A.transpose() * G);                // dB = A^T G
-            else if (ta && !tb) gemm_acc(1, A * G);                        // dB = A G
-            else if (!ta && tb) gemm_acc(1, G.transpose() * A);            // dB = G^T A
-            else gemm_acc(1, G.transpose() * A.transpose());               // dB = G^T A^T
+            if (!ta && !tb) gemm_acc(1, A, true, G, false);                // dB = A^T G
+            else if (ta && !tb) gemm_acc(1, A, false, G, false);           // dB = A G
+            else if (!ta && tb) gemm_acc(1, G, true, A, false);            // dB = G^T A
+            else gemm_acc(1, G, true, A, true);               // dB = G^T A^T
         }
         break;
     }

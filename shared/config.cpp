@@ -310,6 +310,19 @@ bool config_preset(const std::string & name, EkvaeConfig & cfg) {
         cfg.D0 = 19.0;
         return true;
     }
+    if (name == "browser" || name == "arm-browser") {
+        // the page's Train panel (about a minute in a browser tab, one thread): the world's
+        // preset on a shorter schedule of the same shape (docs/results.md, "Training in the page")
+        config_preset(name == "browser" ? "pendulum" : "arm", cfg);
+        cfg.threads = 1;
+        cfg.train_steps = 6000;
+        cfg.restarts = 4;
+        cfg.restart_steps = 1000;
+        cfg.lr_decay_start = 4500;
+        cfg.lr_decay_end = 6000;
+        cfg.eval_every = 0;
+        return true;
+    }
     return false;
 }
 

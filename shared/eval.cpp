@@ -174,6 +174,69 @@ void fit_readout(Ekvae<float> & m, const Dataset & d, int max_sequences) {
     m.has_readout = true;
 }
 
+std::vector<uint8_t> model_file_bytes(Ekvae<float> & m, const Dataset & train, int max_sequences) {
+    fit_readout(m, train, max_sequences);
+    SafeTensors st;
+    ekvae_to_safetensors(m, st);
+    return safetensors_serialize(st);
+}
+
+bool generate_run_data(const EkvaeConfig & cfg, Dataset * train, Dataset * heldout, std::string & err) {
+    for (int k = 0; k < 2; k++) {
+        Dataset * out = k == 0 ? train : heldout;
+        if (!out) continue;
+        DatasetConfig dc;
+        dc.sequences = k == 0 ? cfg.train_sequences : cfg.test_sequences;
+        dc.steps = k == 0 ? cfg.sequence_steps : std::max(cfg.sequence_steps, kForecastSequenceSteps);
+        dc.seed = (uint64_t)(k == 0 ? cfg.train_seed : cfg.test_seed);
+        dc.image_size = cfg.image_size;
+        dc.world = make_world(cfg.world);
+        if (!validate_dataset_config(dc, err)) return false;
+        *out = generate_dataset(dc);
+    }
+    return true;
+}
+
+void latent_plane(Ekvae<float> & m, const Dataset & d, int sequences, Eigen::MatrixXd & P, Eigen::MatrixXd & states) {
+    Eigen::MatrixXd Z, Y;
+    smoothed_means(m, d, 0, std::min(d.N, sequences), Z, Y);
+    const Eigen::RowVectorXd mean = Z.colwise().mean();
+    const Eigen::MatrixXd C = Z.rowwise() - mean;
+    Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(C.transpose() * C); // eigenvalues ascending
+    const int n = (int)Z.cols(), k = std::min(2, n);
+    P = C * es.eigenvectors().rightCols(k).rowwise().reverse();
+    if (k < 2) P.conservativeResize(Eigen::NoChange, 2), P.col(1).setZero();
+    states.resize(Z.rows(), d.S);
+    for (int i = 0; i < d.N && i < sequences; i++)
+        for (int t = 0; t < d.T; t++)
+            for (int j = 0; j < d.S; j++) states((Eigen::Index)i * d.T + t, j) = d.state(i, t, j);
+}
+
+std::vector<BarCheck> quality_bar(const EvalMetrics & e, const std::string & world) {
+    auto at = [&](const std::vector<double> & v, int h) {
+        for (size_t i = 0; i < e.horizons.size(); i++)
+            if (e.horizons[i] == h && i < v.size()) return v[i];
+        return (double)NAN;
+    };
+    std::vector<BarCheck> bar;
+    auto check = [&](const std::string & name, double value, bool at_least, double limit) {
+        bar.push_back({name, value, limit, at_least, at_least ? value >= limit : value <= limit}); // NaN fails
+    };
+    if (world == "pendulum") {
+        check("r2_knn_cos", e.r2_of("cos", true), true, 0.95);
+        check("r2_knn_sin", e.r2_of("sin", true), true, 0.95);
+        check("r2_omega", e.r2_of("omega"), true, 0.90);
+        check("angle_err_10", at(e.forecast_angle_err, 10), false, 0.3);
+        check("angle_err_32", at(e.forecast_angle_err, 32), false, 0.6);
+    } else if (world == "arm") {
+        check("r2_omega1", e.r2_of("omega1"), true, 0.8);
+        check("r2_omega2", e.r2_of("omega2"), true, 0.8);
+        check("angle_ratio_10", at(e.forecast_angle_err, 10) / at(e.baseline_angle_err, 10), false, 1.0 / 3);
+        check("angle_ratio_32", at(e.forecast_angle_err, 32) / at(e.baseline_angle_err, 32), false, 0.5);
+    }
+    return bar;
+}
+
 void evaluate(Ekvae<float> & m, const Dataset & d, EvalMetrics & e, bool fit, uint64_t seed) {
     const World & w = d.world();
     const int N = d.N;

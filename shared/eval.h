@@ -42,6 +42,29 @@ struct EvalMetrics {
 void evaluate(Ekvae<float> & m, const Dataset & d, EvalMetrics & out, bool fit_readout, uint64_t seed = 0);
 // Fits the linear read-out z -> the world's targets by least squares on smoothed means.
 void fit_readout(Ekvae<float> & m, const Dataset & d, int max_sequences = kReadoutSequences);
+// The generated data of a run (its world, image size and seeds): the training set
+// (cfg.train_sequences x cfg.sequence_steps from cfg.train_seed) and the held-out set that
+// chooses among starts and is probed (cfg.test_sequences from cfg.test_seed, long enough for
+// the forecast protocol). Either pointer may be null. False and err when the generator refuses.
+bool generate_run_data(const EkvaeConfig & cfg, Dataset * train, Dataset * heldout, std::string & err);
+// A trained model as a model file (safetensors bytes): the read-out fitted on the first
+// max_sequences of its training data first (what ekvae_train writes and the app loads).
+std::vector<uint8_t> model_file_bytes(Ekvae<float> & m, const Dataset & train, int max_sequences = kReadoutSequences);
+// The latent space of a model on held-out data, for plots: the smoothed means of the first
+// `sequences` of d projected on their two principal axes, P [sequences*T, 2] (sequence-major),
+// and the true states beside them, states [sequences*T, S].
+void latent_plane(Ekvae<float> & m, const Dataset & d, int sequences, Eigen::MatrixXd & P, Eigen::MatrixXd & states);
+// The quality bar of a world (docs/results.md; scripts/sweep.py's BARS are the same checks):
+// pendulum: k-NN r^2 of cos and sin >= 0.95, linear r^2 of omega >= 0.9, forecast angle error
+// <= 0.3 rad at 10 steps and <= 0.6 at 32; arm: linear r^2 of omega1 and omega2 >= 0.8,
+// forecast angle error <= 1/3 of the baseline's at 10 steps and <= 1/2 at 32.
+struct BarCheck {
+    std::string name;    // "r2_knn_cos", "angle_err_10", "angle_ratio_32", ...
+    double value, limit;
+    bool at_least;       // value >= limit (else value <= limit)
+    bool met;
+};
+std::vector<BarCheck> quality_bar(const EvalMetrics & e, const std::string & world);
 // metrics.json: r2 and r2_knn by target name, forecast_* / baseline_* by horizon, the curves,
 // elbo, distortion, rate, sequences (the pendulum's keys r2.cos, forecast_angle_err, ...).
 std::string metrics_to_json(const EvalMetrics & e, int indent = 2);

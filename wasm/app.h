@@ -17,10 +17,13 @@
 //                   scale and the keyboard's two modes
 //   app_controls.cpp the control panel, the compact layout's torque strip, the help
 //   app_api.cpp     command-line / URL options and the JSON state for the page's API
+//   app_train.cpp   the Train panel: a run of the core's Trainer in the page's Web Worker,
+//                   its progress, curves, latent space and metrics (the worker is the front end's)
 //
 // Dimension legend: W image side, D = W*W pixels, n_z latent dims, H forecast horizon,
 // S state dims, U action dims (of the running world).
 #pragma once
+#include <cmath>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -92,6 +95,37 @@ struct ModelStream {
     double frame_ms = 0;                             // model time of the last frame (filter + forecast + decode)
 };
 
+// The Train panel's view of a run in the front end's worker (the app never trains itself: it
+// asks the front end through App::train_start / train_stop / ..., and is told the progress).
+struct TrainView {
+    bool open = false;                 // the panel is shown (closing it stops a run)
+    // the next run's settings
+    int world = 0;                     // index into ekvae::world_names()
+    int objective = 0;                 // 0 constrained, 1 elbo
+    int seed = 0;
+    int steps = 6000;                  // the browser preset's
+    // the run
+    bool running = false, started = false, stopped = false, finished = false;
+    std::string run_world, run_objective;
+    int run_seed = 0;
+    long step = 0, total = 0;
+    int start = 0, starts = 0;
+    bool choosing = false;
+    double seconds = 0, steps_per_s = 0, eta_s = 0, heap_mb = 0;
+    double D0 = NAN;                   // the run's distortion bound (the D curve's line)
+    std::vector<float> curve_step, D, R, lambda, elbo; // every step's values
+    std::vector<float> lx, ly, lstate0;                // latent plot: held-out smoothed means on 2 axes, true first angle
+    long latent_step = -1;
+    bool follow = true;                // the live filter runs the snapshots of the model in training
+    long snapshot_step = -1;           // the step of the snapshot running in slot 0
+    struct Check { std::string name; double value, limit; bool at_least, met; };
+    std::vector<Check> bar;            // the quality bar on a fresh test set (after the run)
+    bool bar_met = false;
+    double r2_omega = 0;
+    std::string error;
+};
+constexpr const char * kTrainingModelName = "training.safetensors"; // slot 0's name for snapshots
+
 struct App {
     AppOptions opt;
     std::unique_ptr<ekvae::World> world;  // the running world (opt.world)
@@ -160,6 +194,12 @@ struct App {
     // "help", and each panel as "panel:TITLE".
     struct UiRect { std::string name; float x, y, w, h; };
     std::vector<UiRect> ui_rects;
+
+    // The Train panel; the front end's worker (browser) does the training: start with a config
+    // JSON ({preset, objective, seed, steps}), stop, resume, download the last model file.
+    TrainView train;
+    std::function<void(const std::string & config_json)> train_start;
+    std::function<void()> train_stop, train_resume, train_download;
 
     float fps = 0.f;
     long frames = 0;             // frames drawn
@@ -241,6 +281,17 @@ float app_ui_scale(float css_w, float css_h, bool touch);
 // torque and the keyboard navigation of the controls. Returns false when the focus should
 // leave the app (the page then moves it on).
 bool app_tab_key(App & app, bool shift);
+
+// ---- Train panel (app_train.cpp) -------------------------------------------------------------
+
+// The panel's body (a tile in the full layout, a tab in the compact one).
+void draw_train_panel(App & app);
+// The front end's reports from its worker, as the worker's JSON messages (web/ekvae-train-worker.js):
+// progress (step, steps, seconds, steps_per_s, eta_s, series), latent (x, y, state),
+// finished (stopped, step, metrics: {bar, bar_met, metrics}), error (message).
+void app_train_report(App & app, const std::string & type, const std::string & json);
+// A snapshot of the model in training has loaded into slot 0 (step: its step).
+void app_train_snapshot_loaded(App & app, long step);
 
 // ---- page API (app_api.cpp) ------------------------------------------------------------------
 

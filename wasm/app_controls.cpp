@@ -172,6 +172,15 @@ static void draw_model_controls(App & app) {
     }
     if (!app.loading.empty()) ImGui::TextDisabled("loading %s ...", app.loading.c_str());
     show_model_error(app);
+    if (app.train_start && !app.compact) { // the compact layout has a Train tab
+        ImGui::Separator();
+        if (ImGui::Button(app.train.open ? "Close the Train panel" : "Train a model here...")) {
+            if (app.train.open && app.train.running && app.train_stop) app.train_stop();
+            app.train.open = !app.train.open;
+        }
+        record_item(app, "train:toggle");
+        tip(app.train.open ? "Closing the panel stops a run in progress." : "Train a new model in this page, in about a minute, and watch it learn.");
+    }
 }
 
 void draw_controls(App & app) {

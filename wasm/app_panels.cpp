@@ -314,8 +314,8 @@ constexpr ImGuiWindowFlags kNoNav = ImGuiWindowFlags_NoNav;
 void draw_tabs(App & app) {
     struct Tab { const char * name; void (*body)(App &); };
     const Tab tabs[] = {{"Forecast", draw_forecast_panel}, {"Camera", draw_observation_panel}, {"Latent", draw_latent_panel},
-                        {"Setup", draw_controls}, {"Help", draw_help}};
-    const int n = 5;
+                        {"Setup", draw_controls}, {"Help", draw_help}, {"Train", draw_train_panel}};
+    const int n = app.train_start ? 6 : 5; // Train only where a front end trains (the browser)
     const float gap = 3.f, bw = std::floor((ImGui::GetContentRegionAvail().x - (n - 1) * gap) / n);
     ImGui::PushStyleVar(ImGuiStyleVar_ItemSpacing, ImVec2(gap, ImGui::GetStyle().ItemSpacing.y));
     ImGui::PushStyleVar(ImGuiStyleVar_FramePadding, ImVec2(2.f, ImGui::GetStyle().FramePadding.y));
@@ -333,6 +333,7 @@ void draw_tabs(App & app) {
     const int i = std::clamp(app.tab, 0, n - 1);
     // the set-up and the help scroll; the plots fill the tab
     ImGui::BeginChild("tab_body", ImVec2(0, 0), false, i >= 3 ? 0 : ImGuiWindowFlags_NoScrollbar | ImGuiWindowFlags_NoScrollWithMouse);
+    app.train.open = tabs[i].body == draw_train_panel;
     tabs[i].body(app);
     ImGui::EndChild();
 }
@@ -475,8 +476,12 @@ void app_frame(App & app, float dt_seconds) {
     const float h1 = std::floor(ah * 0.42f), h2 = ah - h1 - m;
     const float w1 = std::floor(aw * 0.40f), w2 = std::floor(std::min(aw * 0.22f, h1 * 0.9f)), w3 = aw - w1 - w2 - 2 * m;
     panel(title.c_str(), ImVec2(x0, m), ImVec2(w1, h1), draw_world_panel, app, kNoNav);
-    panel("What the model sees", ImVec2(x0 + w1 + m, m), ImVec2(w2, h1), draw_observation_panel, app, kNoNav);
-    panel("Latent space", ImVec2(x0 + w1 + w2 + 2 * m, m), ImVec2(w3, h1), draw_latent_panel, app, kNoNav);
+    if (app.train.open && app.train_start) { // the Train panel takes the camera's and the latent space's tiles
+        panel("Train a model in this page", ImVec2(x0 + w1 + m, m), ImVec2(w2 + w3 + m, h1), draw_train_panel, app);
+    } else {
+        panel("What the model sees", ImVec2(x0 + w1 + m, m), ImVec2(w2, h1), draw_observation_panel, app, kNoNav);
+        panel("Latent space", ImVec2(x0 + w1 + w2 + 2 * m, m), ImVec2(w3, h1), draw_latent_panel, app, kNoNav);
+    }
     panel("Forecast", ImVec2(x0, m + h1 + m), ImVec2(aw, h2), draw_forecast_panel, app, kNoNav);
     if (app.help_open && !app.opt.minimal_ui) {
         // the help floats over the panels on the right, until "Got it" or its close box

@@ -462,6 +462,7 @@ bool app_load_model(App & app, int slot, const std::string & name, const uint8_t
     }
     ModelStream & s = app.streams[slot];
     s.name = name;
+    if (slot == 0 && name != kTrainingModelName) app.train.follow = false; // the user chose another model
     auto rec = st.metadata.find("record");
     s.record = rec == st.metadata.end() ? std::string() : rec->second;
     s.model = std::move(model);

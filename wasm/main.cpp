@@ -259,6 +259,19 @@ EMSCRIPTEN_KEEPALIVE int ekvae_set_world(const char * name) {
 }
 // Tab (shift: Shift+Tab) while the canvas has the focus: 1 if the app moved the keys between
 // the torque and the controls, 0 if the focus should leave the demo.
+// The worker's reports for the Train panel (type: progress, latent, finished, error; json: the message).
+EMSCRIPTEN_KEEPALIVE void ekvae_train_report(const char * type, const char * json) { if (g_loop) app_train_report(g_loop->app, type, json); }
+// A snapshot of the model in training loaded into slot 0 (ekvae_load_model_bytes as training.safetensors).
+EMSCRIPTEN_KEEPALIVE void ekvae_train_snapshot(double step) { if (g_loop) app_train_snapshot_loaded(g_loop->app, (long)step); }
+// Whether the live filter should run the snapshots (the panel's checkbox; off once another model is chosen).
+EMSCRIPTEN_KEEPALIVE int ekvae_train_follow() { return g_loop && g_loop->app.train.follow ? 1 : 0; }
+// Opens (1) or closes (0) the Train panel (the compact layout: its tab).
+EMSCRIPTEN_KEEPALIVE void ekvae_train_panel(int open) {
+    if (!g_loop) return;
+    g_loop->app.train.open = open != 0;
+    if (open && g_loop->app.compact) g_loop->app.tab = 5;
+    if (!open && g_loop->app.compact && g_loop->app.tab == 5) g_loop->app.tab = 0;
+}
 EMSCRIPTEN_KEEPALIVE int ekvae_tab(int shift) { return g_loop && app_tab_key(g_loop->app, shift != 0) ? 1 : 0; }
 EMSCRIPTEN_KEEPALIVE void ekvae_cover(int on) { if (g_loop) app_cover(g_loop->app, on != 0); }
 EMSCRIPTEN_KEEPALIVE void ekvae_pause(int on) { if (g_loop) g_loop->app.paused = on != 0; }
@@ -456,6 +469,11 @@ int main(int argc, char ** argv) {
     loop.app.copy_link = []() { EM_ASM({ if (Module.onCopyLink) Module.onCopyLink(); }); };
     loop.app.open_url = [](const std::string & url) { EM_ASM({ window.open(UTF8ToString($0), '_blank', 'noopener'); }, url.c_str()); };
     loop.app.help_seen = []() { EM_ASM({ if (Module.onHelpSeen) Module.onHelpSeen(); }); };
+    // the Train panel: the page's worker trains (web/ekvae-train-worker.js)
+    loop.app.train_start = [](const std::string & cfg) { EM_ASM({ if (Module.onTrainStart) Module.onTrainStart(UTF8ToString($0)); }, cfg.c_str()); };
+    loop.app.train_stop = []() { EM_ASM({ if (Module.onTrainStop) Module.onTrainStop(); }); };
+    loop.app.train_resume = []() { EM_ASM({ if (Module.onTrainResume) Module.onTrainResume(); }); };
+    loop.app.train_download = []() { EM_ASM({ if (Module.onTrainDownload) Module.onTrainDownload(); }); };
 #else
     app_init_style(loop.app.opt.touch);
 #endif

@@ -148,6 +148,117 @@
     })());
   }
 
+  // ---- Training in the page: the core's Trainer in a Web Worker (ekvae-train-worker.js) ------
+  // The worker posts progress, latent plots, model snapshots and the final model; the app's Train
+  // panel draws them (ekvae_train_report) and the live filter runs the snapshots while the
+  // panel's "live filter uses this model" is on. One run at a time; it survives model switches.
+  const TRAIN_WORLDS = { pendulum: 'browser', arm: 'arm-browser' }; // world -> the browser preset
+  const training = { worker: null, ready: null, run: null, state: null, last: null };
+  function report(type, msg) {
+    if (!mod) return;
+    const { bytes, ...rest } = msg; // eslint-disable-line no-unused-vars
+    mod.ccall('ekvae_train_report', null, ['string', 'string'], [type, JSON.stringify(rest)]);
+  }
+  function trainer() {
+    if (training.ready) return training.ready;
+    training.ready = new Promise((resolve, reject) => {
+      let w;
+      try { w = new Worker('ekvae-train-worker.js'); } catch (e) {
+        reject(new Error('this page cannot start a Web Worker here (' + (e && e.message ? e.message : e) + '); serve it over http'));
+        return;
+      }
+      training.worker = w;
+      w.onerror = (e) => {
+        const err = new Error('the training worker failed: ' + (e.message || 'could not load ekvae-train-worker.js / ekvae_train.js'));
+        reject(err);
+        finishRun(null, err);
+      };
+      w.onmessage = (e) => onWorker(e.data || {}, resolve);
+    });
+    training.ready.catch(() => { training.ready = null; });
+    return training.ready;
+  }
+  function finishRun(result, err) {
+    const run = training.run;
+    training.run = null;
+    training.state = null;
+    if (!run) return;
+    if (err) { report('error', { message: err.message }); run.reject(err); } else run.resolve(result);
+  }
+  function onWorker(m, resolveReady) {
+    if (m.type === 'ready') { resolveReady(training.worker); return; }
+    if (m.type === 'progress') {
+      const sr = m.series || {}, last = (k) => (sr[k] && sr[k].length ? sr[k][sr[k].length - 1] : (training.state ? training.state[k] : null));
+      training.state = { running: true, step: m.step, steps: m.steps, D: last('D'), R: last('R'), lambda: last('lambda'),
+                         elbo: last('elbo'), steps_per_s: m.steps_per_s, eta_s: m.eta_s, seconds: m.seconds,
+                         choosing: m.choosing, heap_bytes: m.heap_bytes, snapshot_step: training.state ? training.state.snapshot_step : null };
+      report('progress', m);
+    } else if (m.type === 'latent') {
+      report('latent', m);
+    } else if (m.type === 'model') {
+      // the live filter switches to the model in training, through the same load path as a user's file
+      if (mod && mod._ekvae_train_follow()) {
+        try {
+          loadIntoApp(new Uint8Array(m.bytes), 0, 'training.safetensors');
+          mod._ekvae_train_snapshot(m.step);
+          if (training.state) training.state.snapshot_step = m.step;
+        } catch (e) { console.warn('ekvae: snapshot at step ' + m.step + ' not loaded: ' + e.message); }
+      }
+    } else if (m.type === 'finished') {
+      training.last = { bytes: m.bytes, config: training.run ? training.run.config : null };
+      if (mod && mod._ekvae_train_follow()) {
+        try { loadIntoApp(new Uint8Array(m.bytes), 0, 'training.safetensors'); mod._ekvae_train_snapshot(m.step); } catch (e) {
+          console.warn('ekvae: the trained model did not load: ' + e.message);
+        }
+      }
+      report('finished', m);
+      finishRun({ steps: m.step, seconds: m.seconds, stopped: m.stopped, metrics: m.metrics, model: m.bytes.slice(0) });
+    } else if (m.type === 'error') {
+      finishRun(null, new Error(m.message));
+    }
+  }
+  // Starts a run (config: the worker's {preset, objective, seed, steps}); the Train panel shows it.
+  function startRun(config, resume) {
+    if (training.run) return Promise.reject(new Error('a training run is in progress: ekvae.stopTraining() first'));
+    let run;
+    const p = new Promise((resolve, reject) => { run = { resolve, reject, config }; });
+    training.run = run;
+    training.state = { running: true, step: 0, steps: config.steps || null, D: null, R: null, lambda: null, steps_per_s: 0, eta_s: null };
+    report(resume ? 'resumed' : 'started', config);
+    trainer().then((w) => w.postMessage(resume ? { type: 'resume', steps: config.steps } : { type: 'start', config }),
+                   (e) => finishRun(null, e));
+    return p;
+  }
+  function train(opts = {}) {
+    need();
+    const world = opts.world === undefined ? 'pendulum' : String(opts.world);
+    if (!TRAIN_WORLDS[world]) return Promise.reject(new RangeError(`train: world '${world}' (there are: ${Object.keys(TRAIN_WORLDS).join(', ')})`));
+    const objective = opts.objective === undefined ? 'constrained' : String(opts.objective);
+    if (objective !== 'constrained' && objective !== 'elbo') return Promise.reject(new RangeError("train: objective 'constrained' or 'elbo'"));
+    const seed = opts.seed === undefined ? 0 : Number(opts.seed);
+    if (!Number.isInteger(seed) || seed < 0) return Promise.reject(new RangeError('train: seed must be a non-negative integer'));
+    const config = { preset: TRAIN_WORLDS[world], objective, seed };
+    if (opts.steps !== undefined) {
+      const n = Number(opts.steps);
+      if (!Number.isInteger(n) || n < 1) return Promise.reject(new RangeError('train: steps must be a positive integer'));
+      config.steps = n;
+    }
+    for (const [k, v] of Object.entries(opts.config || {})) config[k] = v; // any other config key (advanced)
+    mod._ekvae_train_panel(1);
+    return startRun(config, false);
+  }
+  function downloadTrained() {
+    if (!training.last) return;
+    const c = training.last.config || {};
+    const world = c.preset === 'arm-browser' ? 'arm' : 'pendulum';
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(new Blob([training.last.bytes], { type: 'application/octet-stream' }));
+    a.download = `${world}-${c.objective || 'model'}-seed${c.seed === undefined ? 0 : c.seed}-browser.safetensors`;
+    document.body.appendChild(a);
+    a.click();
+    setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+  }
+
   const api = {
     ready,                 // resolves with this object once the first frame is drawn and the default model(s) loaded
     options,               // the URL parameters as understood
@@ -224,10 +335,20 @@
       if (s.paused) q.set('paused', '1');
       return `${location.origin}${location.pathname}?${q.toString()}`;
     },
-    state() {              // {t, theta, omega, torque, covered, estimate, forecast, model_ms, model, error, ...}
+    state() {              // {t, theta, omega, torque, covered, estimate, forecast, model_ms, model, error, training, ...}
       const m = need();
-      return JSON.parse(m.UTF8ToString(m._ekvae_state_json()));
+      const s = JSON.parse(m.UTF8ToString(m._ekvae_state_json()));
+      s.training = training.state ? { ...training.state } : null;
+      return s;
     },
+    // Trains a model in a Web Worker: {objective: 'constrained'|'elbo', seed, steps, world}
+    // (defaults: constrained, 0, the browser preset's 6000, pendulum). Resolves with {steps,
+    // seconds, stopped, metrics: {bar, bar_met, metrics}, model: ArrayBuffer (a .safetensors file)}.
+    train,
+    // Stops the run after its current chunk of steps; train()'s promise resolves with the model so far.
+    stopTraining() { if (training.run && training.worker) training.worker.postMessage({ type: 'stop' }); },
+    // Continues the last stopped run to its step count (or `steps` more after a finished one).
+    resumeTraining(steps) { need(); return startRun({ ...(training.last && training.last.config), steps: steps || 1000 }, true); },
   };
   window.ekvae = api;
 
@@ -364,6 +485,10 @@
           .catch((e) => console.warn('ekvae: ' + e.message));
       },
       onOpenFilePicker() { if (picker) picker.click(); },
+      onTrainStart(config) { startRun(JSON.parse(config), false).catch((e) => console.warn('ekvae: training: ' + e.message)); },
+      onTrainStop() { api.stopTraining(); },
+      onTrainResume() { api.resumeTraining().catch((e) => console.warn('ekvae: training: ' + e.message)); },
+      onTrainDownload() { downloadTrained(); },
       onHelpSeen() { try { window.localStorage.setItem(HELP_SEEN, '1'); } catch (e) { /* private mode */ } },
       // "Copy link": the share link to the clipboard (where the browser allows it), else shown
       onCopyLink() {
