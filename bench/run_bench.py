@@ -309,6 +309,22 @@ def main():
     else:
         log("no model file (models/ or runs/c1/): per-frame benchmarks skipped")
 
+    # ---- the training step in the page: the worker's wasm code (bench_ekvae_wasm, the same
+    # core as ekvae_train.wasm) under node's V8, alternating with the native 1-thread step --------
+    wasm_train = os.path.join(TOP, args.wasm_build, "wasm", "bench_ekvae_wasm.js")
+    if os.path.exists(wasm_train):
+        wn, ww = [], []
+        for r in range(max(1, min(rounds, 3))):
+            wn.append(run_json([bench_ekvae, "train", "--threads", "1", "--steps", str(c_steps), "--warmup", str(c_warm)])["step_ms"])
+            ww.append(run_json(["node", wasm_train, "train", "--threads", "1", "--steps", str(max(10, c_steps // 3)),
+                                "--warmup", str(c_warm)])["step_ms"])
+        ratios = [w / n for w, n in zip(ww, wn)]
+        R["train_wasm"] = {"native_step_ms": med(wn), "wasm_step_ms": med(ww), "wasm_over_native": med(ratios),
+                           "per_round": {"native": wn, "wasm": ww, "ratio": ratios}}
+        log(f"training step, 1 thread: native {med(wn):.2f} ms, wasm under node {med(ww):.2f} ms -> {med(ratios):.2f}x")
+    else:
+        log(f"{wasm_train} not built: the in-page training row is skipped")
+
     # ---- peak memory of a training run -------------------------------------------------------
     mem_out = os.path.join(work, "mem-run")
     cmd = ["/usr/bin/time", "-v", os.path.join(bdir, "native", "ekvae_train"), "--steps", "50" if args.quick else "300",
@@ -350,6 +366,10 @@ def print_table(R):
         fw = R["frame"]["wasm_median_ms"]
         rows.append(("app frame, native (median)", f"{R['frame']['native_median_ms']:.3f} ms", "", "target <= 0.3 ms"))
         rows.append(("app frame, wasm/node (median)", f"{fw:.3f} ms" if fw else "not built", "", "target <= 1 ms"))
+    if "train_wasm" in R:
+        tw = R["train_wasm"]
+        rows.append(("training step in the page (wasm/node, 1 thr)", f"{1000 / tw['wasm_step_ms']:.1f} steps/s ({tw['wasm_step_ms']:.2f} ms)", "",
+                     f"{tw['wasm_over_native']:.2f}x the native 1-thread step (target <= 2x)"))
     mem = R["memory"]
     rows.append(("peak RSS, training run", f"{mem['ekvae_train_max_rss_mb']:.0f} MB",
                  f"{mem['torch_train_max_rss_mb']:.0f} MB" if mem["torch_train_max_rss_mb"] else "", ""))

@@ -16,5 +16,5 @@ echo "bench: building build-bench and build-wasm-bench" >&2
 cmake -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build-bench -j2 --target bench_ekvae bench_frame ekvae_train ekvae_data ekvae_eval >/dev/null
 emcmake cmake -B build-wasm-bench -DCMAKE_BUILD_TYPE=Release >/dev/null 2>&1
-cmake --build build-wasm-bench -j2 --target bench_frame_wasm >/dev/null
+cmake --build build-wasm-bench -j2 --target bench_frame_wasm bench_ekvae_wasm >/dev/null
 /usr/bin/python3 bench/run_bench.py --build build-bench --wasm-build build-wasm-bench "$@"

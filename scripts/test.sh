@@ -63,7 +63,7 @@ if [ "$wasm_rc" -ne 0 ]; then
 fi
 
 step "browser test (headless Chromium)"
-timeout -k 10 300 node web/tests/page.test.mjs "$wbuild/site" "$wbuild/test-output" || failed+=("browser")
+EKVAE_NATIVE_BIN="$build/native" timeout -k 10 720 node web/tests/page.test.mjs "$wbuild/site" "$wbuild/test-output" || failed+=("browser")
 
 step "native viewer under Xvfb"
 viewer=$build/native/ekvae_viewer

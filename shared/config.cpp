@@ -315,6 +315,7 @@ bool config_preset(const std::string & name, EkvaeConfig & cfg) {
         // preset on a shorter schedule of the same shape (docs/results.md, "Training in the page")
         config_preset(name == "browser" ? "pendulum" : "arm", cfg);
         cfg.threads = 1;
+        cfg.batch = 16;
         cfg.train_steps = 6000;
         cfg.restarts = 4;
         cfg.restart_steps = 1000;

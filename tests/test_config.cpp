@@ -36,6 +36,18 @@ TEST_CASE("config: presets name a world, and n_u must match the world's actions"
     CHECK(c.n_a == 4);
     CHECK(c.image_size == 24);
     CHECK(config_validate(c, err));
+    // the page's presets: the worlds' models on the short one-thread schedule
+    for (const char * name : {"browser", "arm-browser"}) {
+        EkvaeConfig b, w;
+        REQUIRE(config_preset(name, b));
+        REQUIRE(config_preset(std::string(name) == "browser" ? "pendulum" : "arm", w));
+        CHECK(b.world == w.world);
+        CHECK(b.n_z == w.n_z);
+        CHECK(b.D0 == w.D0);
+        CHECK(b.threads == 1);
+        CHECK(b.train_steps > b.restarts * b.restart_steps);
+        CHECK(config_validate(b, err));
+    }
     for (const std::string & w : world_names()) {
         EkvaeConfig p;
         CHECK_MESSAGE(config_preset(w, p), "every world has a preset of its name: " << w);

@@ -40,3 +40,61 @@ TEST_CASE("evaluation metrics on hand-made cases") {
     CHECK(e.distortion > 0);
     CHECK(m.has_readout);
 }
+
+TEST_CASE("the quality bar, a run's generated data, the model file and the latent plane") {
+    // the bar: each check against its limit, a NaN fails
+    EvalMetrics e;
+    e.targets = {"cos", "sin", "omega"};
+    e.r2 = {0.99, 0.99, 0.95};
+    e.r2_knn = {0.96, 0.94, 0.99};
+    e.horizons = {1, 5, 10, 20, 32};
+    e.forecast_angle_err = {0.01, 0.05, 0.2, 0.4, NAN};
+    e.baseline_angle_err = {0.1, 0.3, 0.6, 1.0, 1.2};
+    const std::vector<BarCheck> bar = quality_bar(e, "pendulum");
+    REQUIRE(bar.size() == 5);
+    CHECK(bar[0].name == "r2_knn_cos");
+    CHECK(bar[0].met);
+    CHECK_FALSE(bar[1].met); // k-NN sin 0.94 < 0.95
+    CHECK(bar[2].met);
+    CHECK(bar[3].met);       // 0.2 <= 0.3 at 10 steps
+    CHECK_FALSE(bar[4].met); // NaN at 32
+    CHECK(quality_bar(e, "no such world").empty());
+
+    // generate_run_data: the config's sizes and seeds; the held-out set is long enough to forecast
+    EkvaeConfig c = tiny_train_config();
+    c.train_sequences = 6;
+    c.test_sequences = 4;
+    Dataset train, held;
+    std::string err;
+    REQUIRE(generate_run_data(c, &train, &held, err));
+    CHECK(train.N == 6);
+    CHECK(train.T == c.sequence_steps);
+    CHECK(held.N == 4);
+    CHECK(held.T == kForecastSequenceSteps);
+    CHECK(train.W == 8);
+    CHECK(train.images == tiny_data(6, c.sequence_steps, 8, (uint64_t)c.train_seed).images);
+    c.image_size = 0;
+    CHECK_FALSE(generate_run_data(c, &train, nullptr, err));
+    CHECK_FALSE(err.empty());
+
+    // model_file_bytes: a file the loader reads back, with its read-out fitted
+    c = tiny_train_config();
+    Ekvae<float> m;
+    ekvae_init(m, c, 1);
+    const std::vector<uint8_t> bytes = model_file_bytes(m, train, 6);
+    Ekvae<float> back;
+    REQUIRE(ekvae_load(bytes.data(), bytes.size(), back, err));
+    CHECK(back.has_readout);
+    CHECK(back.readout_W.isApprox(m.readout_W));
+
+    // latent_plane: one point per held-out frame, centred, on axes of decreasing spread
+    Eigen::MatrixXd P, S;
+    latent_plane(m, held, 3, P, S);
+    REQUIRE(P.rows() == 3 * held.T);
+    REQUIRE(P.cols() == 2);
+    CHECK(S.rows() == P.rows());
+    CHECK(S.cols() == held.S);
+    CHECK(std::abs(P.col(0).mean()) < 1e-9);
+    CHECK(P.col(0).squaredNorm() >= P.col(1).squaredNorm());
+    CHECK(S(held.T + 2, 0) == doctest::Approx(held.state(1, 2, 0)));
+}

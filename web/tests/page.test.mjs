@@ -18,13 +18,14 @@ import { angleDiff, check, measureFps, median, openPage, pngStats, referenceStep
 import { armChecks } from './arm.checks.mjs';
 import { embedChecks } from './embed.checks.mjs';
 import { layoutChecks } from './layout.checks.mjs';
+import { trainChecks } from './train.checks.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const top = path.resolve(here, '..', '..');
 const siteDir = path.resolve(process.argv[2] || path.join(top, 'build-wasm', 'site'));
 const outDir = path.resolve(process.argv[3] || path.join(top, 'build-wasm', 'test-output'));
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
-const TOTAL_TIMEOUT_MS = 240000;
+const TOTAL_TIMEOUT_MS = 600000; // ~2 min of checks + training the browser preset (train.checks.mjs)
 
 const require = createRequire(path.join(top, 'web', 'package.json'));
 const { chromium } = require('playwright-core');
@@ -628,6 +629,7 @@ async function main() {
     });
 
     await layoutChecks({ test, context, base, outDir, perf });
+    await trainChecks({ test, context, base, outDir, perf, top });
 
     await test('a clear message without WebGL2', async () => {
       const p = await context.newPage();
@@ -651,7 +653,7 @@ async function main() {
       fs.mkdirSync(shots, { recursive: true });
       for (const f of ['default.png', 'compare.png', 'covered.png', 'embed.png', 'arm-model.png', 'course-page.png', 'phone.png',
                        'tablet.png', 'desktop.png', 'minimal-640x400.png', 'help.png', 'vision-deuteranopia.png',
-                       'vision-protanopia.png', 'vision-tritanopia.png'])
+                       'vision-protanopia.png', 'vision-tritanopia.png', 'train-during.png', 'train-after.png'])
         if (fs.existsSync(path.join(outDir, f))) fs.copyFileSync(path.join(outDir, f), path.join(shots, f));
       console.log(`screenshots copied to ${shots}`);
     }

@@ -1,0 +1,133 @@
+// train.checks.mjs: training in the page (the core's Trainer in a Web Worker). The browser
+// preset is trained to completion through ekvae.train(); its model file is then judged by the
+// native ekvae_eval on its fresh test set against the pendulum's quality bar; a Stop mid-run
+// leaves a model the page and ekvae_eval load. Run by page.test.mjs.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+import { check, openPage, sleep, waitReady } from './helpers.mjs';
+
+// the pendulum's quality bar (docs/results.md; shared/eval.cpp quality_bar)
+function barOf(e) {
+  return [['r2_knn_cos', e.r2_knn.cos, '>=', 0.95], ['r2_knn_sin', e.r2_knn.sin, '>=', 0.95], ['r2_omega', e.r2.omega, '>=', 0.9],
+          ['angle_err_10', e.forecast_angle_err['10'], '<=', 0.3], ['angle_err_32', e.forecast_angle_err['32'], '<=', 0.6]]
+    .map(([name, v, op, lim]) => ({ name, value: v, met: op === '>=' ? v >= lim : v <= lim, text: `${name} ${v.toFixed(3)} ${op} ${lim}` }));
+}
+
+async function modelBytes(page, expr) {
+  const b64 = await page.evaluate(`(() => { const u = new Uint8Array(${expr}); let s = '';
+    for (let i = 0; i < u.length; i += 8192) s += String.fromCharCode.apply(null, u.subarray(i, i + 8192)); return btoa(s); })()`);
+  return Buffer.from(b64, 'base64');
+}
+
+function nativeEval(evalBin, file) {
+  return JSON.parse(execFileSync(evalBin, ['--model', file, '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+}
+
+export async function trainChecks({ test, context, base, outDir, perf, top }) {
+  const evalBin = path.join(process.env.EKVAE_NATIVE_BIN || path.join(top, 'build', 'native'), 'ekvae_eval');
+  let page = null;
+
+  await test('train: the browser preset trains in a Web Worker; the downloaded model meets the bar under the native ekvae_eval', async () => {
+    check(fs.existsSync(evalBin), `no ${evalBin} (build natively first, or set EKVAE_NATIVE_BIN)`);
+    const errs = [];
+    const o = await openPage(context, `${base}/index.html`, errs);
+    page = o.page;
+    await waitReady(page, o.t0);
+    const f0 = await page.evaluate(() => window.ekvae.state().frames);
+    await sleep(2000);
+    const fpsIdle = ((await page.evaluate(() => window.ekvae.state().frames)) - f0) / 2;
+    const t0 = Date.now();
+    await page.evaluate(() => {
+      window.__train = window.ekvae.train({ objective: 'constrained', seed: 0 })
+        .then((r) => { window.__trained = r; }, (e) => { window.__trainError = e.message; });
+    });
+    // while it trains: the page's frame rate, the wasm memory of the page and the worker
+    const fps = [], mem = [];
+    let last = null, shot = false, hot = null;
+    for (;;) {
+      const a = await page.evaluate(() => ({ frames: window.ekvae.state().frames, t: performance.now() }));
+      await sleep(2000);
+      const s = await page.evaluate(() => {
+        const st = window.ekvae.state();
+        return { frames: st.frames, t: performance.now(), training: st.training, model: st.model, done: !!window.__trained,
+                 err: window.__trainError || null, app_bytes: window.ekvae.memoryBytes(), fps: st.fps };
+      });
+      if (s.err) throw new Error(`ekvae.train rejected: ${s.err}`);
+      if (s.done) break;
+      check(Date.now() - t0 < 600000, 'training took over 10 minutes');
+      fps.push((s.frames - a.frames) / ((s.t - a.t) / 1000));
+      if (s.training) {
+        last = s.training;
+        mem.push(s.app_bytes + (s.training.heap_bytes || 0));
+        if (s.training.snapshot_step > 0 && s.model === 'training.safetensors') hot = s.training.snapshot_step;
+        if (!shot && s.training.step > 0.5 * s.training.steps) {
+          await page.screenshot({ path: path.join(outDir, 'train-during.png') });
+          shot = true;
+        }
+      }
+    }
+    const r = await page.evaluate(() => ({ steps: window.__trained.steps, seconds: window.__trained.seconds, stopped: window.__trained.stopped,
+                                           bar: window.__trained.metrics.bar, bar_met: window.__trained.metrics.bar_met,
+                                           bytes: window.__trained.model.byteLength, model: window.ekvae.state().model }));
+    const wall = (Date.now() - t0) / 1000;
+    await sleep(1500); // the final latent plot and the bar in the panel
+    await page.screenshot({ path: path.join(outDir, 'train-after.png') });
+    check(r.steps === 6000 && !r.stopped, `steps ${r.steps}, stopped ${r.stopped}`);
+    check(hot !== null, 'the live filter never ran a snapshot of the model in training');
+    check(r.model === 'training.safetensors', `after training slot 0 runs ${r.model}`);
+    const file = path.join(outDir, 'browser-trained.safetensors');
+    fs.writeFileSync(file, await modelBytes(page, 'window.__trained.model'));
+    const e = nativeEval(evalBin, file);
+    const bar = barOf(e);
+    const sorted = fps.slice().sort((x, y) => x - y);
+    perf.train = { seconds_in_worker: r.seconds, wall_s: wall, steps: r.steps, steps_per_s: r.steps / r.seconds,
+                   fps_idle: fpsIdle, fps_training_median: sorted[Math.floor(sorted.length / 2)], fps_training_min: sorted[0],
+                   memory_max_mb: Math.max(...mem) / 1e6, worker_bar: r.bar, native_eval: bar.map((b) => b.text) };
+    check(errs.length === 0, errs.join(' | '));
+    check(bar.every((b) => b.met), `the native ekvae_eval: ${bar.map((b) => b.text + (b.met ? '' : ' MISSED')).join(', ')}`);
+    check(r.bar_met, `the worker's own check: ${JSON.stringify(r.bar)}`);
+    check(Math.max(...mem) < 300e6, `wasm memory ${Math.max(...mem) / 1e6} MB`);
+    return `${r.steps} steps in ${r.seconds.toFixed(1)} s in the worker (${(r.steps / r.seconds).toFixed(1)} steps/s, ${wall.toFixed(0)} s wall); ` +
+           `native ekvae_eval: ${bar.map((b) => b.text).join(', ')}; page ${perf.train.fps_training_median.toFixed(1)} FPS while training ` +
+           `(${fpsIdle.toFixed(1)} before); memory ${perf.train.memory_max_mb.toFixed(0)} MB`;
+  });
+
+  await test('train: Stop mid-run leaves a model the page and the native ekvae_eval load; Resume continues', async () => {
+    check(page, 'no page from the previous check');
+    await page.evaluate(() => {
+      window.__stopRun = window.ekvae.train({ objective: 'elbo', seed: 1 }).then((r) => { window.__stopped = r; });
+    });
+    for (let i = 0; i < 120; i++) {
+      await sleep(500);
+      const s = await page.evaluate(() => window.ekvae.state().training);
+      if (s && s.step >= 200) break;
+    }
+    await page.evaluate(() => window.ekvae.stopTraining());
+    for (let i = 0; i < 120 && !(await page.evaluate(() => !!window.__stopped)); i++) await sleep(500);
+    const r = await page.evaluate(() => ({ steps: window.__stopped.steps, stopped: window.__stopped.stopped, training: window.ekvae.state().training }));
+    check(r.stopped && r.steps >= 200 && r.steps < 6000, `stopped ${r.stopped} at ${r.steps}`);
+    check(r.training === null, `state().training after the stop: ${JSON.stringify(r.training)}`);
+    const name = await page.evaluate(() => window.ekvae.loadModel(window.__stopped.model, { name: 'stopped.safetensors' }));
+    check(name === 'stopped.safetensors', `loadModel: ${name}`);
+    const file = path.join(outDir, 'browser-stopped.safetensors');
+    fs.writeFileSync(file, await modelBytes(page, 'window.__stopped.model'));
+    const e = nativeEval(evalBin, file);
+    check(Number.isFinite(e.elbo), `ekvae_eval of the stopped model: elbo ${e.elbo}`);
+    // Resume continues the stopped run from its step
+    await page.evaluate(() => { window.__resumed = window.ekvae.resumeTraining().then((x) => { window.__resumedDone = x; }); });
+    let step = 0;
+    for (let i = 0; i < 60 && step <= r.steps; i++) {
+      await sleep(500);
+      const s = await page.evaluate(() => window.ekvae.state().training);
+      step = s ? s.step : step;
+    }
+    await page.evaluate(() => window.ekvae.stopTraining());
+    for (let i = 0; i < 120 && !(await page.evaluate(() => !!window.__resumedDone)); i++) await sleep(500);
+    const r2 = await page.evaluate(() => window.__resumedDone && window.__resumedDone.steps);
+    check(r2 > r.steps, `resumed to step ${r2} from ${r.steps}`);
+    await page.close();
+    return `stopped at step ${r.steps} (ELBO, seed 1): loaded by the page and by ekvae_eval (elbo ${e.elbo.toFixed(1)}); resumed to ${r2}`;
+  });
+}
