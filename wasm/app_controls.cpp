@@ -92,6 +92,9 @@ void draw_help(App & app) {
     bullet("Compare the two objectives: the constrained model against the ELBO model on the same frames.");
     bullet("After Reset the bands are wide for a moment: the filter starts from its prior and "
                       "narrows as frames come in.");
+    if (app.train_start)
+        bullet("Train your own model here (Train a model / the Train tab): about a minute and a half in this tab; watch "
+               "its latent space become a ring, then play with it.");
     ImGui::Spacing();
     ImGui::TextUnformatted("Keys (once the demo has the focus)");
     bullet(w.U > 1 ? "<- / -> turn joint 1, down / up joint 2." : "<- / -> push the pendulum.");

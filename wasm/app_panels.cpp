@@ -473,10 +473,11 @@ void app_frame(App & app, float dt_seconds) {
     const float aw = std::max(100.f, ds.x - x0 - m);
     const float ah = std::max(100.f, ds.y - 2 * m);
     // Top row: world | observation | latent space; below: the forecast of each model.
-    const float h1 = std::floor(ah * 0.42f), h2 = ah - h1 - m;
+    const bool training_tile = app.train.open && app.train_start; // the Train panel needs a taller top row
+    const float h1 = std::floor(ah * (training_tile ? 0.5f : 0.42f)), h2 = ah - h1 - m;
     const float w1 = std::floor(aw * 0.40f), w2 = std::floor(std::min(aw * 0.22f, h1 * 0.9f)), w3 = aw - w1 - w2 - 2 * m;
     panel(title.c_str(), ImVec2(x0, m), ImVec2(w1, h1), draw_world_panel, app, kNoNav);
-    if (app.train.open && app.train_start) { // the Train panel takes the camera's and the latent space's tiles
+    if (training_tile) { // the Train panel takes the camera's and the latent space's tiles
         panel("Train a model in this page", ImVec2(x0 + w1 + m, m), ImVec2(w2 + w3 + m, h1), draw_train_panel, app);
     } else {
         panel("What the model sees", ImVec2(x0 + w1 + m, m), ImVec2(w2, h1), draw_observation_panel, app, kNoNav);

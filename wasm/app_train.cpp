@@ -192,7 +192,7 @@ void draw_status(App & app) {
     ImGui::Separator();
     ImGui::Text("Quality bar (fresh test set): %s", t.bar_met ? "met" : "missed");
     for (const TrainView::Check & c : t.bar)
-        ImGui::TextColored(c.met ? ImVec4(0.55f, 0.85f, 0.55f, 1.f) : ImVec4(1.f, 0.55f, 0.4f, 1.f), "%s %-15s %.3f %s %.3g",
+        ImGui::TextColored(c.met ? ImVec4(0.55f, 0.85f, 0.55f, 1.f) : ImVec4(1.f, 0.55f, 0.4f, 1.f), "%s %-13s %.3f %s %.2g",
                            c.met ? "ok  " : "miss", c.name.c_str(), c.value, c.at_least ? ">=" : "<=", c.limit);
     if (app.train_download && ImGui::Button("Download")) app.train_download();
     record_item(app, "train:download");
@@ -221,7 +221,7 @@ void draw_train_panel(App & app) {
     TrainView & t = app.train;
     const ImVec2 avail = ImGui::GetContentRegionAvail();
     const bool wide = avail.x > 480;
-    const float left_w = wide ? std::min(250.f, avail.x * 0.42f) : avail.x;
+    const float left_w = wide ? std::min(270.f, avail.x * 0.45f) : avail.x;
     ImGui::BeginChild("train_left", ImVec2(left_w, wide ? 0.f : 0.f), false, wide ? 0 : ImGuiWindowFlags_AlwaysUseWindowPadding);
     draw_settings(app);
     draw_status(app);
