@@ -73,6 +73,10 @@ void draw_train_latent(const TrainView & t, ImVec2 p0, ImVec2 size) {
     char text[80];
     if (t.latent_step < 0) std::snprintf(text, sizeof text, "latent space (held-out frames)");
     else std::snprintf(text, sizeof text, "latent space at step %ld", t.latent_step);
+    if (ImGui::CalcTextSize(text).x > size.x - 6) { // a narrow tile: the short form
+        if (t.latent_step < 0) std::snprintf(text, sizeof text, "latent space");
+        else std::snprintf(text, sizeof text, "latent, step %ld", t.latent_step);
+    }
     text_at(dl, ImVec2(p0.x + 3, p0.y + 1), kDim, text);
     const size_t n = std::min(t.lx.size(), t.ly.size());
     if (!n) return;

@@ -147,3 +147,29 @@ export async function pngStats(page, png) {
     return { width: bmp.width, height: bmp.height, distinct: counts.size, topShare: top / (d.length / 4) };
   }, png.toString('base64'));
 }
+
+// A fresh page with the given screen emulated (CDP: size, devicePixelRatio, touch).
+export async function emulatedPage(context, { w, h, dpr, touch }) {
+  const p = await context.newPage();
+  const errs = [];
+  p.on('pageerror', (e) => errs.push(`pageerror: ${e.message}`));
+  p.on('console', (m) => { if (m.type() === 'error') errs.push(`console: ${m.text()}`); });
+  const cdp = await context.newCDPSession(p);
+  await cdp.send('Emulation.setDeviceMetricsOverride', { width: w, height: h, deviceScaleFactor: dpr, mobile: !!touch });
+  if (touch) await cdp.send('Emulation.setTouchEmulationEnabled', { enabled: true, maxTouchPoints: 5 });
+  return { p, cdp, errs };
+}
+
+// A screenshot through CDP (Playwright's own would put its viewport back over the emulated screen).
+export async function shot(cdp, file) {
+  const { data } = await cdp.send('Page.captureScreenshot', { format: 'png' });
+  const png = Buffer.from(data, 'base64');
+  if (file) fs.writeFileSync(file, png);
+  return png;
+}
+
+export async function load(p, url) {
+  const t0 = Date.now();
+  await withTimeout(p.goto(url, { waitUntil: 'load' }), STEP_TIMEOUT_MS, `load ${url}`);
+  await waitReady(p, t0);
+}

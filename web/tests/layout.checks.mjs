@@ -5,33 +5,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { check, median, sleep, waitReady, withTimeout, STEP_TIMEOUT_MS } from './helpers.mjs';
+import { check, emulatedPage, load, median, shot, sleep, waitReady, withTimeout, STEP_TIMEOUT_MS } from './helpers.mjs';
 
-// A fresh page with the given screen emulated (CDP: size, devicePixelRatio, touch).
-async function emulatedPage(context, { w, h, dpr, touch }) {
-  const p = await context.newPage();
-  const errs = [];
-  p.on('pageerror', (e) => errs.push(`pageerror: ${e.message}`));
-  p.on('console', (m) => { if (m.type() === 'error') errs.push(`console: ${m.text()}`); });
-  const cdp = await context.newCDPSession(p);
-  await cdp.send('Emulation.setDeviceMetricsOverride', { width: w, height: h, deviceScaleFactor: dpr, mobile: !!touch });
-  if (touch) await cdp.send('Emulation.setTouchEmulationEnabled', { enabled: true, maxTouchPoints: 5 });
-  return { p, cdp, errs };
-}
-
-// A screenshot through CDP (Playwright's own would put its viewport back over the emulated screen).
-async function shot(cdp, file) {
-  const { data } = await cdp.send('Page.captureScreenshot', { format: 'png' });
-  const png = Buffer.from(data, 'base64');
-  if (file) fs.writeFileSync(file, png);
-  return png;
-}
-
-async function load(p, url) {
-  const t0 = Date.now();
-  await withTimeout(p.goto(url, { waitUntil: 'load' }), STEP_TIMEOUT_MS, `load ${url}`);
-  await waitReady(p, t0);
-}
 const state = (p) => p.evaluate(() => window.ekvae.state());
 const centre = (r) => ({ x: r[0] + r[2] / 2, y: r[1] + r[3] / 2 });
 

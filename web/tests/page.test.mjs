@@ -653,7 +653,7 @@ async function main() {
       fs.mkdirSync(shots, { recursive: true });
       for (const f of ['default.png', 'compare.png', 'covered.png', 'embed.png', 'arm-model.png', 'course-page.png', 'phone.png',
                        'tablet.png', 'desktop.png', 'minimal-640x400.png', 'help.png', 'vision-deuteranopia.png',
-                       'vision-protanopia.png', 'vision-tritanopia.png', 'train-during.png', 'train-after.png'])
+                       'vision-protanopia.png', 'vision-tritanopia.png', 'train-during.png', 'train-after.png', 'train-phone.png'])
         if (fs.existsSync(path.join(outDir, f))) fs.copyFileSync(path.join(outDir, f), path.join(shots, f));
       console.log(`screenshots copied to ${shots}`);
     }

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { check, openPage, sleep, waitReady } from './helpers.mjs';
+import { check, emulatedPage, load, openPage, shot, sleep, waitReady } from './helpers.mjs';
 
 // the pendulum's quality bar (docs/results.md; shared/eval.cpp quality_bar)
 function barOf(e) {
@@ -99,11 +99,22 @@ export async function trainChecks({ test, context, base, outDir, perf, top }) {
     await page.evaluate(() => {
       window.__stopRun = window.ekvae.train({ objective: 'elbo', seed: 1 }).then((r) => { window.__stopped = r; });
     });
-    for (let i = 0; i < 120; i++) {
-      await sleep(500);
-      const s = await page.evaluate(() => window.ekvae.state().training);
-      if (s && s.step >= 200) break;
-    }
+    const stepAt = async (n) => {
+      for (let i = 0; i < 120; i++) {
+        await sleep(500);
+        const s = await page.evaluate(() => window.ekvae.state().training);
+        if (s && s.step >= n) return s.step;
+      }
+      throw new Error(`training did not reach step ${n}`);
+    };
+    // the run survives a model switch and compare mode (the live filter keeps the user's choice)
+    const before = await stepAt(100);
+    await page.evaluate(() => window.ekvae.loadModel('models/pendulum-elbo.safetensors'));
+    await page.evaluate(() => window.ekvae.setCompare(true));
+    const after = await stepAt(before + 100);
+    const sw = await page.evaluate(() => ({ model: window.ekvae.state().model, compare: window.ekvae.state().compare }));
+    check(sw.model === 'pendulum-elbo.safetensors', `after choosing the shipped model slot 0 runs ${sw.model}`);
+    await page.evaluate(() => window.ekvae.setCompare(false));
     await page.evaluate(() => window.ekvae.stopTraining());
     for (let i = 0; i < 120 && !(await page.evaluate(() => !!window.__stopped)); i++) await sleep(500);
     const r = await page.evaluate(() => ({ steps: window.__stopped.steps, stopped: window.__stopped.stopped, training: window.ekvae.state().training }));
@@ -123,11 +134,45 @@ export async function trainChecks({ test, context, base, outDir, perf, top }) {
       const s = await page.evaluate(() => window.ekvae.state().training);
       step = s ? s.step : step;
     }
-    await page.evaluate(() => window.ekvae.stopTraining());
+    // closing the Train panel stops the run
+    const tg = (await page.evaluate(() => window.ekvae.state().ui.rects))['train:toggle'];
+    check(tg, 'no "Close the Train panel" button drawn');
+    await page.mouse.click(tg[0] + tg[2] / 2, tg[1] + tg[3] / 2);
     for (let i = 0; i < 120 && !(await page.evaluate(() => !!window.__resumedDone)); i++) await sleep(500);
-    const r2 = await page.evaluate(() => window.__resumedDone && window.__resumedDone.steps);
-    check(r2 > r.steps, `resumed to step ${r2} from ${r.steps}`);
+    const r2 = await page.evaluate(() => window.__resumedDone && { steps: window.__resumedDone.steps, stopped: window.__resumedDone.stopped,
+                                                                   training: window.ekvae.state().training });
+    check(r2 && r2.stopped && r2.training === null, `after closing the panel: ${JSON.stringify(r2)}`);
+    check(r2.steps > r.steps, `resumed to step ${r2.steps} from ${r.steps}`);
     await page.close();
-    return `stopped at step ${r.steps} (ELBO, seed 1): loaded by the page and by ekvae_eval (elbo ${e.elbo.toFixed(1)}); resumed to ${r2}`;
+    return `stopped at step ${r.steps} (ELBO, seed 1; from step ${before} to ${after} with the shipped ELBO model chosen and compare on): ` +
+           `loaded by the page and by ekvae_eval (elbo ${e.elbo.toFixed(1)}); resumed to ${r2.steps}, stopped by closing the panel`;
+  });
+
+  await test('train: on a phone (390x844, touch) the Train tab reaches Start and shows the run', async () => {
+    const { p, cdp, errs } = await emulatedPage(context, { w: 390, h: 844, dpr: 3, touch: true });
+    await load(p, `${base}/index.html`);
+    const tab = (await p.evaluate(() => window.ekvae.state().ui.rects))['tab:Train'];
+    check(tab, 'no Train tab in the compact layout');
+    const tap = async (r) => {
+      await cdp.send('Input.dispatchTouchEvent', { type: 'touchStart', touchPoints: [{ x: r[0] + r[2] / 2, y: r[1] + r[3] / 2 }] });
+      await sleep(120);
+      await cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
+      await sleep(400);
+    };
+    await tap(tab);
+    const start = (await p.evaluate(() => window.ekvae.state().ui.rects))['train:start'];
+    check(start, 'no Start button on the Train tab');
+    check(start[0] >= 0 && start[1] >= 0 && start[0] + start[2] <= 390 && start[1] + start[3] <= 844 && start[3] >= 28,
+          `Start at ${start.map((v) => v.toFixed(0))} on a 390x844 screen`);
+    await tap(start);
+    let s = null;
+    for (let i = 0; i < 40 && !(s && s.step >= 300); i++) { await sleep(500); s = await p.evaluate(() => window.ekvae.state().training); }
+    check(s && s.running && s.step >= 300, `after tapping Start: ${JSON.stringify(s)}`);
+    await sleep(1200); // a latent plot
+    await shot(cdp, path.join(outDir, 'train-phone.png'));
+    await p.evaluate(() => window.ekvae.stopTraining());
+    check(errs.length === 0, errs.join(' | '));
+    await p.close();
+    return `Start ${start[3].toFixed(0)} px high; tapped: step ${s.step} of ${s.steps} after ${s.seconds ? s.seconds.toFixed(1) : '?'} s`;
   });
 }
