@@ -18,4 +18,5 @@ cmake --build build-wasm -j"${EKVAE_JOBS:-2}"
 echo
 echo "ekvae: serving build-wasm/site on http://127.0.0.1:$port/   (Ctrl-C to stop)"
 echo "       e.g. http://127.0.0.1:$port/?ui=minimal   (URL parameters: web/README.md)"
-exec python3 -m http.server --bind 127.0.0.1 --directory build-wasm/site "$port"
+echo "       cross-origin isolated (COOP/COEP headers): training in the page uses several threads"
+exec python3 scripts/serve_site.py "$port" build-wasm/site

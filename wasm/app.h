@@ -110,6 +110,7 @@ struct TrainView {
     int run_seed = 0;
     long step = 0, total = 0;
     int start = 0, starts = 0;
+    int threads = 1;                   // the worker's (2+ on cross-origin isolated pages)
     bool choosing = false;
     double seconds = 0, steps_per_s = 0, eta_s = 0, heap_mb = 0;
     double D0 = NAN;                   // the run's distortion bound (the D curve's line)

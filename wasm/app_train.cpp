@@ -185,7 +185,8 @@ void draw_status(App & app) {
     char over[64];
     std::snprintf(over, sizeof over, "step %ld / %ld", t.step, t.total);
     ImGui::ProgressBar(t.total > 0 ? (float)t.step / (float)t.total : 0.f, ImVec2(-1, 0), over);
-    if (t.running) ImGui::Text("%.0f steps/s, %s left", t.steps_per_s, fmt_seconds(t.eta_s).c_str());
+    if (t.running) ImGui::Text("%.0f steps/s on %d thread%s, %s left", t.steps_per_s, t.threads, t.threads == 1 ? "" : "s",
+                               fmt_seconds(t.eta_s).c_str());
     else ImGui::Text("%s after %s", t.finished && !t.stopped ? "done" : "stopped", fmt_seconds(t.seconds).c_str());
     if (t.choosing) ImGui::TextDisabled("choosing among starts: %d of %d", t.start + 1, t.starts);
     if (ImGui::Checkbox("live filter uses this model", &t.follow) && t.follow) t.snapshot_step = -1;
@@ -280,6 +281,7 @@ void app_train_report(App & app, const std::string & type, const std::string & t
         t.choosing = j.value("choosing", false);
         t.start = j.value("start", 0);
         t.starts = j.value("starts", 0);
+        t.threads = j.value("threads", 1);
         t.heap_mb = j.value("heap_bytes", 0.0) / 1e6;
         t.D0 = j.value("D0", t.D0);
         if (j.contains("series")) {

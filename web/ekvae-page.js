@@ -191,7 +191,7 @@
       const sr = m.series || {}, last = (k) => (sr[k] && sr[k].length ? sr[k][sr[k].length - 1] : (training.state ? training.state[k] : null));
       training.state = { running: true, step: m.step, steps: m.steps, D: last('D'), R: last('R'), lambda: last('lambda'),
                          elbo: last('elbo'), steps_per_s: m.steps_per_s, eta_s: m.eta_s, seconds: m.seconds,
-                         choosing: m.choosing, heap_bytes: m.heap_bytes, snapshot_step: training.state ? training.state.snapshot_step : null };
+                         choosing: m.choosing, heap_bytes: m.heap_bytes, threads: m.threads, snapshot_step: training.state ? training.state.snapshot_step : null };
       report('progress', m);
     } else if (m.type === 'latent') {
       report('latent', m);
@@ -212,7 +212,7 @@
         }
       }
       report('finished', m);
-      finishRun({ steps: m.step, seconds: m.seconds, stopped: m.stopped, metrics: m.metrics, model: m.bytes.slice(0) });
+      finishRun({ steps: m.step, seconds: m.seconds, stopped: m.stopped, threads: m.threads, metrics: m.metrics, model: m.bytes.slice(0) });
     } else if (m.type === 'error') {
       finishRun(null, new Error(m.message));
     }
@@ -242,6 +242,11 @@
       const n = Number(opts.steps);
       if (!Number.isInteger(n) || n < 1) return Promise.reject(new RangeError('train: steps must be a positive integer'));
       config.steps = n;
+    }
+    if (opts.threads !== undefined) { // default: the worker's (several on cross-origin isolated pages, else 1)
+      const n = Number(opts.threads);
+      if (!Number.isInteger(n) || n < 1) return Promise.reject(new RangeError('train: threads must be a positive integer'));
+      config.threads = n;
     }
     for (const [k, v] of Object.entries(opts.config || {})) config[k] = v; // any other config key (advanced)
     mod._ekvae_train_panel(1);
@@ -341,9 +346,10 @@
       s.training = training.state ? { ...training.state } : null;
       return s;
     },
-    // Trains a model in a Web Worker: {objective: 'constrained'|'elbo', seed, steps, world}
-    // (defaults: constrained, 0, the browser preset's 6000, pendulum). Resolves with {steps,
-    // seconds, stopped, metrics: {bar, bar_met, metrics}, model: ArrayBuffer (a .safetensors file)}.
+    // Trains a model in a Web Worker: {objective: 'constrained'|'elbo', seed, steps, world, threads}
+    // (defaults: constrained, 0, the browser preset's 6000, pendulum, and min(4, cores) threads on
+    // a cross-origin isolated page, else 1). Resolves with {steps, seconds, stopped, threads,
+    // metrics: {bar, bar_met, metrics}, model: ArrayBuffer (a .safetensors file)}.
     train,
     // Stops the run after its current chunk of steps; train()'s promise resolves with the model so far.
     stopTraining() { if (training.run && training.worker) training.worker.postMessage({ type: 'stop' }); },

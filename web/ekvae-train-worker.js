@@ -4,7 +4,11 @@
 // Messages in:  {type: 'start', config: {preset, objective, seed, steps, ...config keys}}
 //               {type: 'stop'}              stop after the current chunk; the run stays in memory
 //               {type: 'resume', steps: N}  continue a stopped (or finished) run for N more steps
-// Messages out: {type: 'ready'} once, then per run:
+// Threads: a cross-origin isolated page (SharedArrayBuffer; scripts/serve.sh sends the headers)
+// gets the multi-threaded build (ekvae_train_mt.js, the Trainer's threads as pthreads) and
+// min(MAX_THREADS, navigator.hardwareConcurrency) threads unless config.threads says otherwise;
+// any other page the single-threaded ekvae_train.js and one thread.
+// Messages out: {type: 'ready', threads} once (the default thread count), then per run:
 //               {type: 'progress', step, steps, seconds, steps_per_s, eta_s, choosing, start, starts,
 //                series: {step, D, R, lambda, elbo}, heap_bytes}       every chunk (~100 ms)
 //               {type: 'latent', x, y, state, state_names}            about once a second
@@ -20,10 +24,15 @@ const SNAPSHOT_READOUT = 50; // sequences the live snapshots' read-out is fitted
 const FINAL_READOUT = 200;
 const LATENT_SEQUENCES = 12; // held-out sequences in the latent plot (12 x 64 points)
 
-importScripts('ekvae_train.js');
+const MAX_THREADS = 4;        // the pthread pool of ekvae_train_mt (wasm/CMakeLists.txt) + this thread
+const MULTI = self.crossOriginIsolated === true && typeof SharedArrayBuffer === 'function';
+const SCRIPT = MULTI ? 'ekvae_train_mt.js' : 'ekvae_train.js';
+const DEFAULT_THREADS = MULTI ? Math.max(1, Math.min(MAX_THREADS, navigator.hardwareConcurrency || 1)) : 1;
+
+importScripts(SCRIPT);
 
 let M = null;
-let running = false, stopRequested = false, hasRun = false;
+let running = false, stopRequested = false, hasRun = false, threads = 1;
 
 function str(p) { return M.UTF8ToString(p); }
 function call(name, ret, types, args) { return M.ccall(name, ret, types, args); }
@@ -51,7 +60,7 @@ async function loop() {
     lastStep = p.step; lastT = now;
     post({type: 'progress', step: p.step, steps: p.steps, seconds: p.seconds, steps_per_s: rate,
           eta_s: rate > 0 ? (p.steps - p.step) / rate : null, choosing: p.choosing, start: p.start,
-          starts: p.starts, rejected: p.rejected, series: p.series,
+          starts: p.starts, rejected: p.rejected, series: p.series, threads,
           heap_bytes: call('tw_heap_bytes', 'number', [], [])});
     if (p.done) break;
     if (now - lastLatent > LATENT_EVERY_MS) {
@@ -72,7 +81,7 @@ async function loop() {
   const last = JSON.parse(str(call('tw_run', 'number', ['number'], [0]))); // steps, seconds (no step run)
   post(Object.assign({type: 'latent', step: last.step}, latent));
   post({type: 'finished', stopped: stopRequested, step: last.step, steps: last.steps, seconds: last.seconds,
-        diverged: last.diverged, bytes, metrics: m}, [bytes]);
+        diverged: last.diverged, threads, bytes, metrics: m}, [bytes]);
   running = false;
   stopRequested = false;
 }
@@ -83,9 +92,16 @@ self.onmessage = async (e) => {
     if (!M) throw new Error('the trainer is still loading');
     if (msg.type === 'start') {
       if (running) throw new Error('a run is in progress: stop it first');
-      if (call('tw_start', 'number', ['string'], [JSON.stringify(msg.config || {})]) !== 0)
+      const config = Object.assign({}, msg.config || {});
+      if (config.threads === undefined) config.threads = DEFAULT_THREADS;
+      const n = Number(config.threads);
+      if (!Number.isInteger(n) || n < 1 || n > (MULTI ? MAX_THREADS : 1))
+        throw new Error(`threads ${config.threads}: this page trains on 1` + (MULTI ? ` to ${MAX_THREADS} threads` :
+          ' thread (it is not cross-origin isolated: serve it with the COOP/COEP headers, as scripts/serve.sh does, for more)'));
+      if (call('tw_start', 'number', ['string'], [JSON.stringify(config)]) !== 0)
         throw new Error(str(call('tw_error', 'number', [], [])));
       hasRun = true;
+      threads = n;
       loop();
     } else if (msg.type === 'stop') {
       if (running) stopRequested = true;
@@ -100,5 +116,7 @@ self.onmessage = async (e) => {
   }
 };
 
-createEkvaeTrainer().then(m => { M = m; post({type: 'ready'}); },
-                          err => post({type: 'error', message: 'the trainer did not load: ' + err}));
+// the multi-threaded build's pthreads load this script by its URL (not this worker's)
+createEkvaeTrainer(MULTI ? {mainScriptUrlOrBlob: SCRIPT} : {})
+  .then(m => { M = m; post({type: 'ready', threads: DEFAULT_THREADS, script: SCRIPT}); },
+        err => post({type: 'error', message: 'the trainer (' + SCRIPT + ') did not load: ' + err}));

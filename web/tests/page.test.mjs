@@ -629,7 +629,7 @@ async function main() {
     });
 
     await layoutChecks({ test, context, base, outDir, perf });
-    await trainChecks({ test, context, base, outDir, perf, top });
+    await trainChecks({ test, context, base, siteDir, outDir, perf, top });
 
     await test('a clear message without WebGL2', async () => {
       const p = await context.newPage();

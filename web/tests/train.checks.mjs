@@ -2,11 +2,11 @@
 // preset is trained to completion through ekvae.train(); its model file is then judged by the
 // native ekvae_eval on its fresh test set against the pendulum's quality bar; a Stop mid-run
 // leaves a model the page and ekvae_eval load. Run by page.test.mjs.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { check, emulatedPage, load, openPage, shot, sleep, waitReady } from './helpers.mjs';
+import { check, emulatedPage, load, openPage, shot, sleep, startServer, waitReady } from './helpers.mjs';
 
 // the pendulum's quality bar (docs/results.md; shared/eval.cpp quality_bar)
 function barOf(e) {
@@ -25,7 +25,7 @@ function nativeEval(evalBin, file) {
   return JSON.parse(execFileSync(evalBin, ['--model', file, '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
 }
 
-export async function trainChecks({ test, context, base, outDir, perf, top }) {
+export async function trainChecks({ test, context, base, siteDir, outDir, perf, top }) {
   const evalBin = path.join(process.env.EKVAE_NATIVE_BIN || path.join(top, 'build', 'native'), 'ekvae_eval');
   let page = null;
 
@@ -69,12 +69,15 @@ export async function trainChecks({ test, context, base, outDir, perf, top }) {
       }
     }
     const r = await page.evaluate(() => ({ steps: window.__trained.steps, seconds: window.__trained.seconds, stopped: window.__trained.stopped,
+                                           threads: window.__trained.threads, cores: navigator.hardwareConcurrency,
                                            bar: window.__trained.metrics.bar, bar_met: window.__trained.metrics.bar_met,
                                            bytes: window.__trained.model.byteLength, model: window.ekvae.state().model }));
     const wall = (Date.now() - t0) / 1000;
     await sleep(1500); // the final latent plot and the bar in the panel
     await page.screenshot({ path: path.join(outDir, 'train-after.png') });
     check(r.steps === 6000 && !r.stopped, `steps ${r.steps}, stopped ${r.stopped}`);
+    // the test server is cross-origin isolated: the multi-threaded trainer, one thread per core up to 4
+    check(r.threads === Math.min(4, r.cores), `trained on ${r.threads} thread(s) with ${r.cores} cores, cross-origin isolated`);
     check(hot !== null, 'the live filter never ran a snapshot of the model in training');
     check(r.model === 'training.safetensors', `after training slot 0 runs ${r.model}`);
     const file = path.join(outDir, 'browser-trained.safetensors');
@@ -82,14 +85,14 @@ export async function trainChecks({ test, context, base, outDir, perf, top }) {
     const e = nativeEval(evalBin, file);
     const bar = barOf(e);
     const sorted = fps.slice().sort((x, y) => x - y);
-    perf.train = { seconds_in_worker: r.seconds, wall_s: wall, steps: r.steps, steps_per_s: r.steps / r.seconds,
+    perf.train = { seconds_in_worker: r.seconds, wall_s: wall, steps: r.steps, steps_per_s: r.steps / r.seconds, threads: r.threads,
                    fps_idle: fpsIdle, fps_training_median: sorted[Math.floor(sorted.length / 2)], fps_training_min: sorted[0],
                    memory_max_mb: Math.max(...mem) / 1e6, worker_bar: r.bar, native_eval: bar.map((b) => b.text) };
     check(errs.length === 0, errs.join(' | '));
     check(bar.every((b) => b.met), `the native ekvae_eval: ${bar.map((b) => b.text + (b.met ? '' : ' MISSED')).join(', ')}`);
     check(r.bar_met, `the worker's own check: ${JSON.stringify(r.bar)}`);
     check(Math.max(...mem) < 300e6, `wasm memory ${Math.max(...mem) / 1e6} MB`);
-    return `${r.steps} steps in ${r.seconds.toFixed(1)} s in the worker (${(r.steps / r.seconds).toFixed(1)} steps/s, ${wall.toFixed(0)} s wall); ` +
+    return `${r.steps} steps in ${r.seconds.toFixed(1)} s in the worker on ${r.threads} threads (${(r.steps / r.seconds).toFixed(1)} steps/s, ${wall.toFixed(0)} s wall); ` +
            `native ekvae_eval: ${bar.map((b) => b.text).join(', ')}; page ${perf.train.fps_training_median.toFixed(1)} FPS while training ` +
            `(${fpsIdle.toFixed(1)} before); memory ${perf.train.memory_max_mb.toFixed(0)} MB`;
   });
@@ -146,6 +149,49 @@ export async function trainChecks({ test, context, base, outDir, perf, top }) {
     await page.close();
     return `stopped at step ${r.steps} (ELBO, seed 1; from step ${before} to ${after} with the shipped ELBO model chosen and compare on): ` +
            `loaded by the page and by ekvae_eval (elbo ${e.elbo.toFixed(1)}); resumed to ${r2.steps}, stopped by closing the panel`;
+  });
+
+  await test('train: one thread on a plain static host; several with scripts/serve_site.py (COOP/COEP); threads > 1 refused on one thread', async () => {
+    // a host without the isolation headers: the single-threaded ekvae_train.js
+    const plain = await startServer(siteDir, { isolate: false });
+    const served = [];
+    try {
+      const short = async (url) => {
+        const errs = [];
+        const o = await openPage(context, url, errs);
+        await waitReady(o.page, o.t0);
+        const r = await o.page.evaluate(async () => {
+          const t = await window.ekvae.train({ objective: 'constrained', seed: 3, steps: 150, config: { restarts: 1 } });
+          let refused = null;
+          await window.ekvae.train({ steps: 10, threads: 64 }).catch((e) => { refused = e.message; });
+          return { isolated: self.crossOriginIsolated, cores: navigator.hardwareConcurrency, threads: t.threads, steps: t.steps,
+                   bytes: t.model.byteLength, refused };
+        });
+        await o.page.close();
+        check(errs.length === 0, errs.join(' | '));
+        check(r.steps === 150 && r.bytes > 0, `${url}: ${JSON.stringify(r)}`);
+        return r;
+      };
+      const a = await short(`http://127.0.0.1:${plain.address().port}/index.html`);
+      check(!a.isolated && a.threads === 1, `plain host: isolated ${a.isolated}, ${a.threads} thread(s)`);
+      check(/COOP\/COEP/.test(a.refused || ''), `plain host, threads 64: ${a.refused}`);
+      // the server scripts/serve.sh runs
+      const port = 20000 + Math.floor(Math.random() * 20000);
+      const py = spawn('python3', [path.join(top, 'scripts', 'serve_site.py'), String(port), siteDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+      served.push(py);
+      await new Promise((resolve, reject) => {
+        py.stdout.on('data', (d) => { if (/serving/.test(String(d))) resolve(); });
+        py.stderr.on('data', (d) => reject(new Error(`serve_site.py: ${d}`)));
+        py.on('exit', (c) => reject(new Error(`serve_site.py exited with ${c}`)));
+      });
+      const b = await short(`http://127.0.0.1:${port}/index.html`);
+      check(b.isolated && b.threads === Math.min(4, b.cores), `serve_site.py: isolated ${b.isolated}, ${b.threads} thread(s), ${b.cores} cores`);
+      check(/1 to 4 threads/.test(b.refused || ''), `serve_site.py, threads 64: ${b.refused}`);
+      return `plain host: ${a.threads} thread; serve_site.py: cross-origin isolated, ${b.threads} threads (${b.cores} cores); threads 64 refused: "${a.refused}"`;
+    } finally {
+      plain.close();
+      for (const py of served) py.kill();
+    }
   });
 
   await test('train: on a phone (390x844, touch) the Train tab reaches Start and shows the run', async () => {
