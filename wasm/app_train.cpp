@@ -185,8 +185,9 @@ void draw_status(App & app) {
     char over[64];
     std::snprintf(over, sizeof over, "step %ld / %ld", t.step, t.total);
     ImGui::ProgressBar(t.total > 0 ? (float)t.step / (float)t.total : 0.f, ImVec2(-1, 0), over);
-    if (t.running) ImGui::Text("%.0f steps/s on %d thread%s, %s left", t.steps_per_s, t.threads, t.threads == 1 ? "" : "s",
-                               fmt_seconds(t.eta_s).c_str());
+    if (t.running) // wrapped: a phone's panel is narrower than the line
+        ImGui::TextWrapped("%.0f steps/s on %d thread%s, %s left", t.steps_per_s, t.threads, t.threads == 1 ? "" : "s",
+                           fmt_seconds(t.eta_s).c_str());
     else ImGui::Text("%s after %s", t.finished && !t.stopped ? "done" : "stopped", fmt_seconds(t.seconds).c_str());
     if (t.choosing) ImGui::TextDisabled("choosing among starts: %d of %d", t.start + 1, t.starts);
     if (ImGui::Checkbox("live filter uses this model", &t.follow) && t.follow) t.snapshot_step = -1;
