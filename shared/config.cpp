@@ -311,8 +311,9 @@ bool config_preset(const std::string & name, EkvaeConfig & cfg) {
         return true;
     }
     if (name == "browser" || name == "arm-browser") {
-        // the page's Train panel (about a minute in a browser tab, one thread): the world's
-        // preset on a shorter schedule of the same shape (docs/results.md, "Training in the page")
+        // the page's Train panel (about a minute in a browser tab): the world's preset on a
+        // shorter schedule of the same shape (docs/results.md, "Training in the page"); one
+        // thread unless the page's worker asks for more (cross-origin isolated pages)
         config_preset(name == "browser" ? "pendulum" : "arm", cfg);
         cfg.threads = 1;
         cfg.batch = 16;

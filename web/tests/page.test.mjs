@@ -1,8 +1,7 @@
 // page.test.mjs: headless Chromium test of the built ekvae page.
 //   node web/tests/page.test.mjs [SITE_DIR] [OUT_DIR]
 // SITE_DIR defaults to build-wasm/site, OUT_DIR (screenshots, perf.json) to build-wasm/test-output.
-// EKVAE_SCREENSHOT_DIR=docs/screenshots also copies the default, compare, covered, embed, arm-model and course-page
-// screenshots there. The site must hold the shipped models (models/*.safetensors).
+// EKVAE_SCREENSHOT_DIR=docs/screenshots also copies the screenshots there (the list at the end of main). The site must hold the shipped models (models/*.safetensors).
 // Serves SITE_DIR on 127.0.0.1 (a free port) with node's http module, drives Debian's
 // /usr/bin/chromium through playwright-core, and prints one line per check and finally
 // "N passed, M failed" (exit status 1 on any failure). Every wait is bounded; the server,
