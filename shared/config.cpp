@@ -260,16 +260,16 @@ bool config_validate(const EkvaeConfig & c, std::string & err) {
         err = "lambda_rule must be 'ekvae' or 'authors', not '" + c.lambda_rule + "'";
         return false;
     }
-    if (c.lambda_warmup != "none" && c.lambda_warmup != "hold" && c.lambda_warmup != "rate_off") {
-        err = "lambda_warmup must be 'none', 'hold' or 'rate_off', not '" + c.lambda_warmup + "'";
+    if (c.lambda_warmup != "none" && c.lambda_warmup != "hold" && c.lambda_warmup != "rate_off" && c.lambda_warmup != "skip") {
+        err = "lambda_warmup must be 'none', 'hold', 'rate_off' or 'skip', not '" + c.lambda_warmup + "'";
         return false;
     }
     if (c.lambda_scale != "none" && c.lambda_scale != "normalized") {
         err = "lambda_scale must be 'none' or 'normalized', not '" + c.lambda_scale + "'";
         return false;
     }
-    if (c.lambda_rule == "authors" && (c.lambda_warmup != "none" || c.lambda_scale != "none")) {
-        err = "lambda_rule 'authors' has its own warm-up and loss scale: leave lambda_warmup and lambda_scale at 'none'";
+    if (c.lambda_rule == "authors" && ((c.lambda_warmup != "none" && c.lambda_warmup != "skip") || c.lambda_scale != "none")) {
+        err = "lambda_rule 'authors' has its own warm-up and loss scale: lambda_warmup 'none' (its warm-up) or 'skip' (none), lambda_scale 'none'";
         return false;
     }
     if (c.restarts > 1 && c.train_steps > 0 && (int64_t)c.train_steps <= (int64_t)c.restarts * c.restart_steps) {

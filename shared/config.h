@@ -62,8 +62,11 @@ struct EkvaeConfig {
     double lambda_ma = 0.95;   // moving-average decay of D
     std::string lambda_rule = "authors"; // "ekvae" (every step, see LambdaState) | "authors" (the
                                          // rule of the authors' lab: see LambdaState)
-    std::string lambda_warmup = "none";  // until Dbar first meets D0: "none", "hold" (lambda held
-                                         // at lambda_init) or "rate_off" (loss = D, lambda held)
+    std::string lambda_warmup = "none";  // until Dbar first meets D0: "none" (the rule's own: none
+                                         // for 'ekvae', loss = D for 'authors'), "hold" (lambda held
+                                         // at lambda_init), "rate_off" (loss = D, lambda held) or
+                                         // "skip" (no warm-up under either rule: with 'authors' the
+                                         // loss is D + R/lambda and lambda moves from the first step)
     std::string lambda_scale = "none";   // "none" | "normalized": the loss divided by 1 + lambda
 };
 

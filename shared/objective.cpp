@@ -68,7 +68,7 @@ void LambdaState::init(const EkvaeConfig & cfg) {
     lambda = cfg.lambda_init;
     D_ma = 0;
     started = false;
-    warm = cfg.lambda_rule == "ekvae" && cfg.lambda_warmup == "none";
+    warm = (cfg.lambda_rule == "ekvae" && cfg.lambda_warmup == "none") || cfg.lambda_warmup == "skip";
 }
 
 void LambdaState::update(const EkvaeConfig & cfg, double D, int64_t step) {

@@ -47,7 +47,9 @@ template <class T> EkvaeTerms ekvae_objective(Tape<T> & t, Ekvae<T> & m, const M
 // 100 steps lambda <- lambda * clip(exp(rate f (Dbar - D0)), 0.9, 1.05) with f = 1 while the
 // constraint is violated and f = -tanh(100 (1/lambda - 1)) once it holds (lambda is driven
 // back toward 1, the ELBO, instead of falling far below it: the clipped factors make it circle
-// within about 10% of 1).
+// within about 10% of 1). lambda_warmup "skip" drops the warm-up of either rule: with
+// "authors" the loss is D + R / lambda from the first step (the ELBO while lambda = 1) and
+// lambda rises every 100 steps while the untrained decoder is above D0.
 struct LambdaState {
     double lambda = 1.0;
     double D_ma = 0.0;

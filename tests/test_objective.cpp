@@ -239,6 +239,32 @@ TEST_CASE("lambda warm-up: held at lambda_init (hold) or with the rate left out 
     }
 }
 
+TEST_CASE("lambda_warmup skip: the authors' rule from the first step, loss D + R / lambda, lambda rising while D > D0") {
+    EkvaeConfig c;
+    c.lambda_rule = "authors";
+    c.lambda_warmup = "skip";
+    c.D0 = 10;
+    std::string err;
+    CHECK(config_validate(c, err));
+    LambdaState l;
+    l.init(c);
+    CHECK(l.warm);
+    LossWeights w = l.weights(c);
+    CHECK(w.rate == 1.0); // lambda_init 1: the ELBO
+    CHECK(w.distortion == 1.0);
+    for (int i = 1; i <= 200; i++) l.update(c, 40.0, i); // far above D0: two updates, each x1.05
+    CHECK(l.lambda == doctest::Approx(1.05 * 1.05));
+    w = l.weights(c);
+    CHECK(w.rate == doctest::Approx(1 / (1.05 * 1.05)));
+    CHECK(w.distortion == 1.0);
+    c.lambda_rule = "ekvae"; // under the ekvae rule skip is the same as none: no warm-up
+    l.init(c);
+    CHECK(l.warm);
+    c.lambda_warmup = "later";
+    CHECK(!config_validate(c, err));
+    CHECK(err.find("'skip'") != std::string::npos);
+}
+
 TEST_CASE("lambda_scale normalized divides the Lagrangian by 1 + lambda") {
     EkvaeConfig c;
     c.lambda_rule = "ekvae";
