@@ -36,7 +36,7 @@ TEST_CASE("config: presets name a world, and n_u must match the world's actions"
     CHECK(c.n_a == 4);
     CHECK(c.image_size == 24);
     CHECK(config_validate(c, err));
-    // the page's presets: the worlds' models on the short one-thread schedule
+    // the page's presets: the worlds' models on the short schedule (one thread unless the page asks)
     for (const char * name : {"browser", "arm-browser"}) {
         EkvaeConfig b, w;
         REQUIRE(config_preset(name, b));
@@ -47,6 +47,8 @@ TEST_CASE("config: presets name a world, and n_u must match the world's actions"
         CHECK(b.threads == 1);
         CHECK(b.train_steps > b.restarts * b.restart_steps);
         CHECK(config_validate(b, err));
+        CHECK(b.lambda_rule == "authors");
+        CHECK(b.lambda_warmup == (std::string(name) == "browser" ? "skip" : "none"));
     }
     for (const std::string & w : world_names()) {
         EkvaeConfig p;
