@@ -160,7 +160,8 @@ static int run(int argc, char ** argv) {
                     "seed and a thread count; about 3.5 minutes with --threads 2 on 2 cores. --restarts 1 for one start.\n"
                     "A directory that holds a run is continued with --resume or started over with --force.\n\n"
                     "Worlds: --preset pendulum (the default) or --preset arm (two-link arm, two torques, 24x24 frames);\n"
-                    "--preset browser / arm-browser: the page's short schedule (batch 16, 6000 steps, 4 starts of 1000, 1 thread).\n\n"
+                    "--preset browser / arm-browser: the page's short schedule (batch 16, 6000 steps, 4 starts of 1000, 1 thread;\n"
+                    "browser: the lambda rule without its warm-up).\n\n"
                     "Config keys (set with --key value, dashes or underscores; defaults of the 'pendulum' preset):\n%s\n",
                     kUsage, config_to_json(EkvaeConfig{}).c_str());
         return 0;
