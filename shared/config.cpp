@@ -325,8 +325,8 @@ bool config_preset(const std::string & name, EkvaeConfig & cfg) {
         cfg.eval_every = 0;
         // the authors' lambda rule without its reconstruction-only warm-up: in 1000-step starts
         // the warm-up (the rate unchecked, ~700 nats when it ends) cost the constrained objective
-        // the bar on 6 of 20 fresh seeds, without it none (docs/results.md); the pendulum only:
-        // not measured on the arm
+        // the bar on 6 of 20 fresh seeds on 2 threads, without it none (on 1 thread 3 of 20 still
+        // miss; docs/results.md, "Training in the page"); the pendulum only: not measured on the arm
         if (name == "browser") cfg.lambda_warmup = "skip";
         return true;
     }
