@@ -18,7 +18,7 @@ static const char * kHelp =
     "\n"
     "  --out FILE.safetensors  output file (required); written atomically\n"
     "  --preset NAME           the world: pendulum (gym Pendulum-v1, one torque; the default) or arm\n"
-    "                          (a two-link arm seen from above, a torque at each joint)\n"
+    "                          (a two-link arm hanging under gravity, a torque at each joint)\n"
     "  --sequences N           number of sequences (default 1000)\n"
     "  --steps T               frames per sequence (default 64)\n"
     "  --seed S                random seed, 0..2^64-1 (default 1); same seed, same bytes\n"

@@ -86,8 +86,21 @@ void arm_derivative(const ArmParams & p, const double * s, const double * u, dou
     const double M22 = p.m2 * p.l2 * p.l2;
     const double h = m2l1l2 * s2;
     // right-hand side u - b omega - c(q, omega)
-    const double r1 = u[0] - p.damping * w1 + h * (2.0 * w1 * w2 + w2 * w2);
-    const double r2 = u[1] - p.damping * w2 - h * w1 * w1;
+    double r1 = u[0] - p.damping * w1 + h * (2.0 * w1 * w2 + w2 * w2);
+    double r2 = u[1] - p.damping * w2 - h * w1 * w1;
+    if (p.g != 0.0) { // -dV/dq of V = (m1 + m2) g l1 cos theta1 + m2 g l2 cos(theta1 + theta2)
+        double s1, c1, s12, c12;
+        portable_sin_cos(s[0], s1, c1);
+        portable_sin_cos(s[0] + s[1], s12, c12);
+        r1 += (p.m1 + p.m2) * p.g * p.l1 * s1 + p.m2 * p.g * p.l2 * s12;
+        r2 += p.m2 * p.g * p.l2 * s12;
+    }
+    if (p.stiffness != 0.0) {
+        double s1, c1;
+        portable_sin_cos(s[0], s1, c1);
+        r1 -= p.stiffness * s1;
+        r2 -= p.stiffness * s2;
+    }
     // M^-1 r by Cramer's rule; det = m2 l1^2 l2^2 (m1 + m2 sin^2 theta2) > 0
     const double det = M11 * M22 - M12 * M12;
     ds[0] = w1;
@@ -186,7 +199,7 @@ void arm_image_angles(const ArmParams & p, const float * img, int W, double * an
 
 ArmWorld::ArmWorld(const ArmParams & params) : p(params) {
     name = "arm";
-    description = "a two-link arm seen from above: two joints, each with its own torque, damped, no gravity";
+    description = "a two-link arm hanging in a vertical plane (a double pendulum), a torque at each joint, damped";
     title = "two-link arm";
     S = 4;
     U = 2;
@@ -199,21 +212,22 @@ ArmWorld::ArmWorld(const ArmParams & params) : p(params) {
 
 std::vector<std::pair<std::string, double>> ArmWorld::params() const {
     return {{"l1", p.l1}, {"l2", p.l2}, {"m1", p.m1}, {"m2", p.m2}, {"damping", p.damping}, {"dt", p.dt},
-            {"substeps", p.substeps}, {"max_speed", p.max_speed}, {"max_torque", p.max_torque}, {"init_speed", p.init_speed}};
+            {"substeps", p.substeps}, {"max_speed", p.max_speed}, {"max_torque", p.max_torque}, {"init_speed", p.init_speed},
+            {"g", p.g}, {"stiffness", p.stiffness}};
 }
 
 bool ArmWorld::set_param(const std::string & key, double v, std::string & err) {
     double * slot = key == "l1" ? &p.l1 : key == "l2" ? &p.l2 : key == "m1" ? &p.m1 : key == "m2" ? &p.m2
                   : key == "damping" ? &p.damping : key == "dt" ? &p.dt : key == "substeps" ? &p.substeps
                   : key == "max_speed" ? &p.max_speed : key == "max_torque" ? &p.max_torque
-                  : key == "init_speed" ? &p.init_speed : nullptr;
+                  : key == "init_speed" ? &p.init_speed : key == "g" ? &p.g : key == "stiffness" ? &p.stiffness : nullptr;
     if (!slot) {
-        err = "the arm has no parameter '" + key + "' (it has l1, l2, m1, m2, damping, dt, substeps, max_speed, max_torque, init_speed)";
+        err = "the arm has no parameter '" + key + "' (it has l1, l2, m1, m2, damping, dt, substeps, max_speed, max_torque, init_speed, g, stiffness)";
         return false;
     }
-    const bool nonneg = key == "damping" || key == "max_torque" || key == "init_speed";
+    const bool nonneg = key == "damping" || key == "max_torque" || key == "init_speed" || key == "g" || key == "stiffness";
     if (!std::isfinite(v) || (nonneg ? v < 0 : v <= 0)) {
-        err = "world parameters must be finite with l1, l2, m1, m2, dt, max_speed > 0 and damping, max_torque, init_speed >= 0";
+        err = "world parameters must be finite with l1, l2, m1, m2, dt, max_speed > 0 and damping, max_torque, init_speed, g, stiffness >= 0";
         return false;
     }
     if (key == "substeps" && (v != std::floor(v) || v > 1000)) {

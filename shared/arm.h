@@ -1,20 +1,30 @@
 // arm.h: the two-link arm world and its renderer.
 //
-// A planar arm seen from above (no gravity): link 1 turns about a fixed shoulder at the image
-// centre, link 2 about the elbow at link 1's end, each joint driven by its own torque and
-// damped. Point masses m1 at the elbow and m2 at the hand, massless links of lengths l1, l2.
+// A planar arm hanging in a vertical plane, a double pendulum with a motor at each joint: link 1
+// turns about a fixed shoulder at the image centre, link 2 about the elbow at link 1's end, each
+// joint driven by its own torque and damped, gravity pulling down the image. Point masses m1 at
+// the elbow and m2 at the hand, massless links of lengths l1, l2.
 // State (theta1, theta2, omega1, omega2): theta1 is link 1's angle (0 = up in the image,
 // positive clockwise, as the pendulum's theta), theta2 the elbow angle of link 2 relative to
 // link 1 (0 = straight), both wrapped to (-pi, pi]; omega = d theta / dt.
 //
 // Equations of motion (Lagrangian of the two point masses, q = (theta1, theta2)):
-//   M(q) q'' + c(q, q') + b q' = u
+//   M(q) q'' + c(q, q') + b q' = u + g(q)
 //   M11 = (m1 + m2) l1^2 + m2 l2^2 + 2 m2 l1 l2 cos theta2
 //   M12 = M21 = m2 l2^2 + m2 l1 l2 cos theta2,   M22 = m2 l2^2
 //   c1 = -m2 l1 l2 sin theta2 (2 omega1 omega2 + omega2^2),   c2 = m2 l1 l2 sin theta2 omega1^2
+//   g1 = (m1 + m2) g l1 sin theta1 + m2 g l2 sin(theta1 + theta2),   g2 = m2 g l2 sin(theta1 + theta2)
+// (g(q) = -dV/dq of V = (m1 + m2) g l1 cos theta1 + m2 g l2 cos(theta1 + theta2): theta = 0 is
+// up, so the arm hangs at theta1 = pi, theta2 = 0). An optional spring at each joint (stiffness,
+// 0 by default) adds -stiffness sin theta_i; g = 0 is the arm seen from above.
 // u is clipped to [-max_torque, max_torque] per joint and held over a step of dt, integrated
 // by `substeps` classic Runge-Kutta (RK4) steps; then each omega is clipped to
 // [-max_speed, max_speed] and the angles wrapped.
+//
+// Why gravity (docs/results.md, the arm): seen from above (g = 0), no run of the arm held the
+// elbow's velocity in its latent state; without a potential a link's (position, Cartesian
+// velocity) is an equally simple state for the locally-linear transition, and the models chose
+// it. With gravity, as for the pendulum, (angle, angular velocity) is the simpler one.
 //
 // Renderer: the shoulder at the image centre, the arm scaled so l1 + l2 spans 0.85 W/2.
 // Link 1 is drawn at intensity 0.5 and link 2 at 1 (the brighter one on top), both with
@@ -28,12 +38,14 @@ namespace ekvae {
 struct ArmParams {
     double l1 = 1.0, l2 = 0.8;   // link lengths (m); the renderer needs l2 < l1
     double m1 = 1.0, m2 = 1.0;   // point masses at the elbow and the hand (kg)
-    double damping = 0.1;        // viscous friction at each joint (N m s / rad)
+    double damping = 0.3;        // viscous friction at each joint (N m s / rad)
     double dt = 0.05;            // seconds per step
     double substeps = 4;         // RK4 steps per step (an integer >= 1)
     double max_speed = 8.0;      // |omega_i| clip (rad/s)
     double max_torque = 2.0;     // |u_i| clip (N m)
     double init_speed = 3.0;     // the generator's omega_i(0) ~ U(-init_speed, init_speed)
+    double g = 5.0;              // gravity (m/s^2), down the image; 0: the arm seen from above
+    double stiffness = 0.0;      // a spring at each joint, torque -stiffness sin(theta_i) (N m), pulling towards 0
 };
 
 // One step under torques u [2] (clipped): s, next [4] = (theta1, theta2, omega1, omega2).

@@ -33,7 +33,8 @@ TEST_CASE("config: presets name a world, and n_u must match the world's actions"
     REQUIRE(config_preset("arm", c));
     CHECK(c.world == "arm");
     CHECK(c.n_u == 2);
-    CHECK(c.n_a == 4);
+    CHECK(c.n_a == 8);
+    CHECK(c.n_z == 8);
     CHECK(c.image_size == 24);
     CHECK(config_validate(c, err));
     // the page's presets: the worlds' models on the short schedule (one thread unless the page asks)

@@ -70,13 +70,15 @@ export function wrapAngle(a) {
 // The two-link arm, as documented in shared/arm.h (point masses at the elbow and the hand,
 // viscous joint damping, RK4 with 4 substeps per step), written out again here.
 export function armReferenceSteps(s, u, n) {
-  const l1 = 1, l2 = 0.8, m1 = 1, m2 = 1, b = 0.1, dt = 0.05, sub = 4, umax = 2, vmax = 8;
+  const l1 = 1, l2 = 0.8, m1 = 1, m2 = 1, b = 0.3, g = 5, dt = 0.05, sub = 4, umax = 2, vmax = 8;
   const uc = u.map((v) => Math.min(Math.max(v, -umax), umax));
-  const f = ([, q2, w1, w2]) => {
+  const f = ([q1, q2, w1, w2]) => {
     const c = Math.cos(q2), sn = Math.sin(q2);
     const M11 = (m1 + m2) * l1 * l1 + m2 * l2 * l2 + 2 * m2 * l1 * l2 * c, M12 = m2 * l2 * l2 + m2 * l1 * l2 * c;
     const M22 = m2 * l2 * l2, h = m2 * l1 * l2 * sn;
-    const r1 = uc[0] - b * w1 + h * (2 * w1 * w2 + w2 * w2), r2 = uc[1] - b * w2 - h * w1 * w1;
+    // gravity down the image (theta = 0 is up): the torques of the weights m g about each joint
+    const hand = m2 * g * l2 * Math.sin(q1 + q2), elbow = (m1 + m2) * g * l1 * Math.sin(q1);
+    const r1 = uc[0] - b * w1 + h * (2 * w1 * w2 + w2 * w2) + elbow + hand, r2 = uc[1] - b * w2 - h * w1 * w1 + hand;
     const det = M11 * M22 - M12 * M12;
     return [w1, w2, (M22 * r1 - M12 * r2) / det, (M11 * r2 - M12 * r1) / det];
   };
