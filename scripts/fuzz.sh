@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes the four loaders with libFuzzer (clang-14, AddressSanitizer + UBSan), one at a time at
-# low priority: safetensors_parse, dataset_from_safetensors, ekvae_load, Trainer::restore.
+# nice 10 (above the test command's background wasm build at 19): safetensors_parse, dataset_from_safetensors, ekvae_load, Trainer::restore.
 #   scripts/fuzz.sh [SECONDS]        SECONDS per target (default 15, ~1 minute in all)
 #   EKVAE_FUZZ_MERGE=1 scripts/fuzz.sh 600   also merge inputs reaching new code into
 #                                            tests/fuzz/corpus/<target>/ (the committed corpus)
@@ -30,7 +30,7 @@ for t in $targets; do
   log=$build/fuzz-$t.log
   mkdir -p "$work" "$artifacts"
   rc=0
-  nice -n 19 "$build/tests/fuzz/fuzz_$t" "$work" "tests/fuzz/corpus/$t" \
+  nice -n 10 "$build/tests/fuzz/fuzz_$t" "$work" "tests/fuzz/corpus/$t" \
     -dict=tests/fuzz/safetensors.dict -max_total_time="$secs" -max_len=16384 -timeout=10 \
     -malloc_limit_mb=128 -rss_limit_mb=2048 -artifact_prefix="$artifacts/" -print_final_stats=1 \
     >"$log" 2>&1 || rc=$?

@@ -5,8 +5,9 @@
 # 2. native build in build/ + ctest           (doctest unit tests, CLI tests)
 #    + the same suite under ASan/UBSan (scripts/test_sanitize.sh, build-asan/) and 15 s of
 #    libFuzzer per loader (scripts/fuzz.sh, the same build-asan/); see docs/robustness.md
-#    + scripts/sweep.py through a single-node Slurm against its local executor (tests/slurm_sweep_test.sh)
-# 3. wasm build in build-wasm/ (site in build-wasm/site/), beside the fuzzing and sweep steps
+#    + scripts/sweep.py through a single-node Slurm against its local executor (tests/slurm_sweep_test.sh),
+#      in the background from the end of the native build
+# 3. wasm build in build-wasm/ (site in build-wasm/site/), in the background at nice 19 from the end of step 2's build
 # 4. browser test: headless Chromium on the built site (web/tests/page.test.mjs);
 #    screenshots in build-wasm/test-output/
 # 5. ekvae_viewer under Xvfb for 300 frames with the shipped model (when models/ has it), with
@@ -33,25 +34,36 @@ step "native build ($build/)"
 cmake -B "$build" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j"$jobs"
 
+# The wasm build runs in the background from here on at the lowest priority: it takes the
+# cores the next steps leave idle (ctest's and the sanitizer suite's sequential tails, the
+# fuzzers, which run one at a time, and the sweep test, which mostly waits) and gives them back
+# at once when a foreground step wants them. Its output is shown when it is waited for.
+step "wasm build ($wbuild/) started in the background (nice 19)"
+mkdir -p "$wbuild"
+( emcmake cmake -B "$wbuild" && nice -n 19 cmake --build "$wbuild" -j"$jobs" ) > "$wbuild/build.log" 2>&1 &
+wasm_pid=$!
+
+# The sweep test through a single-node Slurm mostly waits on the scheduler (its runs are tiny):
+# it runs in the background beside the next steps, its output shown when it is waited for.
+step "sweeps on a single-node Slurm against the local executor, started in the background"
+( rc=0; bash tests/slurm_sweep_test.sh "$build/native" || rc=$?; scripts/slurm_local.sh stop || true; exit $rc ) \
+  > "$build/slurm-test.log" 2>&1 &
+slurm_pid=$!
+
 step "native tests (ctest)"
 ctest --test-dir "$build" --output-on-failure -j"$jobs" || failed+=("ctest")
 
 step "sanitizers: the native suite under ASan + UBSan (build-asan/)"
 scripts/test_sanitize.sh || failed+=("sanitize")
 
-# The wasm build runs beside the next two steps, which leave a core idle (the fuzzers run one at
-# a time, the sweep test mostly waits): its output is shown when it is waited for.
-step "wasm build ($wbuild/) started in the background"
-mkdir -p "$wbuild"
-( emcmake cmake -B "$wbuild" && cmake --build "$wbuild" -j"$jobs" ) > "$wbuild/build.log" 2>&1 &
-wasm_pid=$!
-
 step "fuzzing: each loader for 15 s under libFuzzer (build-asan/)"
 scripts/fuzz.sh 15 || failed+=("fuzz")
 
-step "sweeps on a single-node Slurm against the local executor (scripts/slurm_local.sh)"
-bash tests/slurm_sweep_test.sh "$build/native" || failed+=("slurm")
-scripts/slurm_local.sh stop || true
+step "sweeps on a single-node Slurm against the local executor: waiting for it"
+slurm_rc=0
+wait "$slurm_pid" || slurm_rc=$?
+cat "$build/slurm-test.log"
+[ "$slurm_rc" -eq 0 ] || failed+=("slurm")
 
 step "wasm build ($wbuild/): waiting for it"
 wasm_rc=0
