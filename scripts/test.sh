@@ -2,7 +2,7 @@
 # THE test command: installs what is missing, builds native and WebAssembly, runs every test.
 #   scripts/test.sh
 # 1. scripts/setup.sh                         (Debian packages, SDL2/ImGui sources, playwright-core)
-# 2. native build in build/ + ctest           (doctest unit tests, CLI tests)
+# 2. native build in build/ (what the tests run) + ctest   (doctest unit tests, CLI tests)
 #    + the same suite under ASan/UBSan (scripts/test_sanitize.sh, build-asan/) and 15 s of
 #    libFuzzer per loader (scripts/fuzz.sh, the same build-asan/); see docs/robustness.md
 #    + scripts/sweep.py through a single-node Slurm against its local executor (tests/slurm_sweep_test.sh),
@@ -30,9 +30,14 @@ step() { echo; echo "== $* ($(( $(date +%s) - started )) s)"; }
 step "setup"
 scripts/setup.sh
 
+# Only what the tests run: the CLIs and test binaries (ekvae_ctest_binaries) and the viewer
+# (when its libraries are there); not the benchmarks (scripts/bench.sh builds and runs those).
 step "native build ($build/)"
 cmake -B "$build" -DCMAKE_BUILD_TYPE=Release
-cmake --build "$build" -j"$jobs"
+targets=(ekvae_ctest_binaries)
+help=$(cmake --build "$build" --target help)   # (not piped into grep -q: pipefail and SIGPIPE)
+if grep -q '\bekvae_viewer\b' <<<"$help"; then targets+=(ekvae_viewer); fi
+cmake --build "$build" -j"$jobs" --target "${targets[@]}"
 
 # The wasm build runs in the background from here on at the lowest priority: it takes the
 # cores the next steps leave idle (ctest's and the sanitizer suite's sequential tails, the
