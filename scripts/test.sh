@@ -48,12 +48,15 @@ mkdir -p "$wbuild"
 ( emcmake cmake -B "$wbuild" && nice -n 19 cmake --build "$wbuild" -j"$jobs" ) > "$wbuild/build.log" 2>&1 &
 wasm_pid=$!
 
-# The sweep test through a single-node Slurm mostly waits on the scheduler (its runs are tiny):
-# it runs in the background beside the next steps, its output shown when it is waited for.
+# The sweep test through a single-node Slurm: tiny runs (8x8 frames, one thread each) and much
+# waiting on the scheduler; it runs in the background beside the next steps, its output shown
+# when it is waited for.
 step "sweeps on a single-node Slurm against the local executor, started in the background"
 ( rc=0; bash tests/slurm_sweep_test.sh "$build/native" || rc=$?; scripts/slurm_local.sh stop || true; exit $rc ) \
   > "$build/slurm-test.log" 2>&1 &
 slurm_pid=$!
+# interrupted (Ctrl-C): the background jobs and the local Slurm go too
+trap 'for p in $wasm_pid $slurm_pid; do pkill -P "$p" 2>/dev/null; kill "$p" 2>/dev/null; done; scripts/slurm_local.sh stop >/dev/null 2>&1; exit 130' INT TERM
 
 step "native tests (ctest)"
 ctest --test-dir "$build" --output-on-failure -j"$jobs" || failed+=("ctest")

@@ -238,6 +238,12 @@ bool ArmWorld::set_param(const std::string & key, double v, std::string & err) {
     return true;
 }
 
+bool ArmWorld::param_before_key(const std::string & key, double & value) const {
+    if (key != "g" && key != "stiffness") return false;
+    value = 0.0;
+    return true;
+}
+
 void ArmWorld::initial_state(Rng & rng, double * s) const {
     s[0] = wrap_angle(draw_uniform(rng, -kPi, kPi));
     s[1] = wrap_angle(draw_uniform(rng, -kPi, kPi));

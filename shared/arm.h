@@ -65,7 +65,7 @@ void arm_image_angles(const ArmParams & p, const float * img, int W, double * an
 
 // The arm as a World: draws theta1, theta2 ~ U(-pi, pi), omega1, omega2 ~ U(-init_speed,
 // init_speed), then per step u ~ U(-max_torque, max_torque)^2. Parameters l1, l2, m1, m2,
-// damping, dt, substeps, max_speed, max_torque, init_speed. Default image size 24.
+// damping, dt, substeps, max_speed, max_torque, init_speed, g, stiffness. Default image size 24.
 // The speeds are those of the pendulum's data (a few rad/s: a link's end moves about a pixel
 // per frame); much slower arms move a fraction of a pixel per frame and their velocities can
 // hardly be read from the images.
@@ -76,6 +76,8 @@ public:
 
     std::vector<std::pair<std::string, double>> params() const override;
     bool set_param(const std::string & key, double value, std::string & err) override;
+    // arm datasets written before 2026-12-06 have no g and no stiffness: they were made with 0
+    bool param_before_key(const std::string & key, double & value) const override;
     double action_max(int) const override { return p.max_torque; }
     double state_max(int i) const override { return i < 2 ? 3.14159265358979323846 : p.max_speed; }
     std::string state_range_key(int i) const override { return i < 2 ? "" : "max_speed"; }

@@ -366,8 +366,12 @@ bool dataset_from_safetensors(std::vector<float> && file, size_t size, Dataset &
     }
     for (const auto & [key, value] : world->params()) {
         (void)value;
-        if (!meta.count(key)) continue;
         double x = 0;
+        if (!meta.count(key)) {
+            // a key younger than the file: the value the file was made with, not today's default
+            if (world->param_before_key(key, x) && !world->set_param(key, x, err)) return false;
+            continue;
+        }
         if (!parse_meta_double(meta[key], x)) {
             err = "metadata '" + key + "' is not a number: '" + meta[key] + "'";
             return false;

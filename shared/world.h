@@ -69,6 +69,10 @@ public:
     virtual std::vector<std::pair<std::string, double>> params() const = 0;
     // Returns false and sets err for an unknown key or an unusable value.
     virtual bool set_param(const std::string & key, double value, std::string & err) = 0;
+    // A parameter added after files of this world were first written: the value those files,
+    // which lack its key, were made with (true), so a loader does not relabel them with today's
+    // default. False for a parameter every file carries.
+    virtual bool param_before_key(const std::string & key, double & value) const { return false; }
     // u_j is clipped to [-action_max(j), action_max(j)] by step().
     virtual double action_max(int j) const = 0;
     // |s_i| never exceeds this in the world's own sequences (pi for an angle, the velocity

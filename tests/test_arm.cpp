@@ -9,11 +9,12 @@ using namespace ekvae_test;
 
 namespace {
 
-// ---- an independent model of the arm, from its kinetic energy ------------------------------
+// ---- an independent model of the arm, from its kinetic and potential energy ----------------
 // The point masses sit at p1(q) = l1 (sin q1, cos q1) and p2(q) = p1 + l2 (sin(q1+q2), cos(q1+q2));
 // the mass matrix is M(q) = sum_i m_i J_i^T J_i with the Jacobians J_i = d p_i / d q, and the
 // velocity terms come from the Christoffel symbols of M, differentiated numerically:
-//   M q'' = u - b q' - sum_jk G_ijk q'_j q'_k,  G_ijk = (dM_ij/dq_k + dM_ik/dq_j - dM_jk/dq_i) / 2
+//   M q'' = u - b q' - sum_jk G_ijk q'_j q'_k - dV/dq,  G_ijk = (dM_ij/dq_k + dM_ik/dq_j - dM_jk/dq_i) / 2
+// with the potential V of potential() below, also differentiated numerically.
 
 void mass_matrix(const ArmParams & p, double q1, double q2, double M[2][2]) {
     const double J1[2][2] = {{p.l1 * std::cos(q1), 0.0}, {-p.l1 * std::sin(q1), 0.0}};
@@ -326,4 +327,37 @@ TEST_CASE("arm datasets: consistent with the world's step and renderer, round tr
     std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)fnv1a64(data));
     INFO("tensor FNV-1a 64 = 0x" << hex);
     CHECK(fnv1a64(data) == 0x6c6749b4079cc0b0ULL); // the hanging arm (g 5, damping 0.3) since 2026-12-06
+}
+
+TEST_CASE("arm datasets written before g and stiffness existed load as the arm they were made of") {
+    // Files of the arm seen from above (before 2026-12-06) carry no 'g' and no 'stiffness':
+    // they load with g = 0 (not today's default), the rest from their metadata as always.
+    ArmParams old;
+    old.g = 0.0;
+    old.damping = 0.1;
+    DatasetConfig c;
+    c.sequences = 2; c.steps = 4; c.image_size = 8; c.seed = 1;
+    c.world = std::make_shared<ArmWorld>(old);
+    std::vector<uint8_t> bytes = dataset_to_safetensors(generate_dataset(c));
+    SafeTensors st;
+    std::string err;
+    REQUIRE(safetensors_parse(bytes.data(), bytes.size(), st, err));
+    REQUIRE(st.metadata.count("g"));
+    st.metadata.erase("g");
+    st.metadata.erase("stiffness");
+    bytes = safetensors_serialize(st);
+    Dataset r;
+    REQUIRE_MESSAGE(dataset_from_safetensors(bytes.data(), bytes.size(), r, err), err);
+    const auto * w = dynamic_cast<const ArmWorld *>(&r.world());
+    REQUIRE(w);
+    CHECK(w->p.g == 0.0);
+    CHECK(w->p.stiffness == 0.0);
+    CHECK(w->p.damping == doctest::Approx(0.1));
+    // a file that names them keeps its values
+    st.metadata["g"] = "2.5";
+    bytes = safetensors_serialize(st);
+    REQUIRE_MESSAGE(dataset_from_safetensors(bytes.data(), bytes.size(), r, err), err);
+    CHECK(dynamic_cast<const ArmWorld &>(r.world()).p.g == 2.5);
+    // and today's files load as today's arm
+    CHECK(ArmWorld().p.g == 5.0);
 }

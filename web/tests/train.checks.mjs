@@ -45,45 +45,48 @@ export async function trainChecks({ test, context, base, siteDir, outDir, perf, 
     });
     // while it trains: the page's frame rate, the wasm memory of the page and the worker. Once
     // the frame rate is sampled and the live filter has run a snapshot, a blank tab is brought to
-    // the front so that the page stops drawing (Chromium then runs its animation frames about once
-    // a second) and the worker has the cores: on the 2-core test machines the headless browser's
+    // the front so that the page stops drawing (measured in headless Chromium: about one animation
+    // frame a second) and the worker has the cores: on the 2-core test machines the headless browser's
     // software WebGL took most of them (docs/performance.md), doubling the check's time. The page
     // comes back to the front for the screenshots.
     const fps = [], mem = [];
     let last = null, shot = false, hot = null, blank = null;
     const front = async (p) => { await p.bringToFront(); await sleep(300); };
-    for (;;) {
-      if (!blank && fps.length >= 3 && hot !== null) {
-        blank = await context.newPage();
-        await front(blank);
-      }
-      const a = await page.evaluate(() => ({ frames: window.ekvae.state().frames, t: performance.now() }));
-      await sleep(2000);
-      const s = await page.evaluate(() => {
-        const st = window.ekvae.state();
-        return { frames: st.frames, t: performance.now(), training: st.training, model: st.model, done: !!window.__trained,
-                 err: window.__trainError || null, app_bytes: window.ekvae.memoryBytes(), fps: st.fps };
-      });
-      if (s.err) throw new Error(`ekvae.train rejected: ${s.err}`);
-      if (s.done) break;
-      check(Date.now() - t0 < 600000, 'training took over 10 minutes');
-      if (!blank) fps.push((s.frames - a.frames) / ((s.t - a.t) / 1000));
-      if (s.training) {
-        last = s.training;
-        mem.push(s.app_bytes + (s.training.heap_bytes || 0));
-        if (s.training.snapshot_step > 0 && s.model === 'training.safetensors') hot = s.training.snapshot_step;
-        if (!shot && s.training.step > 0.5 * s.training.steps) {
-          if (blank) await front(page);
-          await sleep(1500); // a few frames: the curves and latent plot of the current step
-          await page.screenshot({ path: path.join(outDir, 'train-during.png') });
-          if (blank) await front(blank);
-          shot = true;
+    try {
+      for (;;) {
+        if (!blank && fps.length >= 3 && hot !== null) {
+          blank = await context.newPage();
+          await front(blank);
+        }
+        const a = await page.evaluate(() => ({ frames: window.ekvae.state().frames, t: performance.now() }));
+        await sleep(2000);
+        const s = await page.evaluate(() => {
+          const st = window.ekvae.state();
+          return { frames: st.frames, t: performance.now(), training: st.training, model: st.model, done: !!window.__trained,
+                   err: window.__trainError || null, app_bytes: window.ekvae.memoryBytes(), fps: st.fps };
+        });
+        if (s.err) throw new Error(`ekvae.train rejected: ${s.err}`);
+        if (s.done) break;
+        check(Date.now() - t0 < 600000, 'training took over 10 minutes');
+        if (!blank) fps.push((s.frames - a.frames) / ((s.t - a.t) / 1000));
+        if (s.training) {
+          last = s.training;
+          mem.push(s.app_bytes + (s.training.heap_bytes || 0));
+          if (s.training.snapshot_step > 0 && s.model === 'training.safetensors') hot = s.training.snapshot_step;
+          if (!shot && s.training.step > 0.5 * s.training.steps) {
+            if (blank) await front(page);
+            await sleep(1500); // a few frames: the curves and latent plot of the current step
+            await page.screenshot({ path: path.join(outDir, 'train-during.png') });
+            if (blank) await front(blank);
+            shot = true;
+          }
         }
       }
-    }
-    if (blank) {
-      await front(page);
-      await blank.close();
+    } finally { // the next checks use the page: in front again, whatever happened
+      if (blank) {
+        await front(page);
+        await blank.close();
+      }
     }
     const r = await page.evaluate(() => ({ steps: window.__trained.steps, seconds: window.__trained.seconds, stopped: window.__trained.stopped,
                                            threads: window.__trained.threads, cores: navigator.hardwareConcurrency,
