@@ -41,7 +41,7 @@ cmake --build "$build" -j"$jobs" --target "${targets[@]}"
 
 # The wasm build runs in the background from here on at the lowest priority: it takes the
 # cores the next steps leave idle (ctest's and the sanitizer suite's sequential tails, the
-# fuzzers, which run one at a time, and the sweep test, which mostly waits) and gives them back
+# fuzzers, which run one at a time, and the waits for the Slurm test) and gives them back
 # at once when a foreground step wants them. Its output is shown when it is waited for.
 step "wasm build ($wbuild/) started in the background (nice 19)"
 mkdir -p "$wbuild"
