@@ -8,6 +8,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 build=${EKVAE_ASAN_BUILD_DIR:-build-asan}
 jobs=${EKVAE_JOBS:-2}
+command -v ninja >/dev/null && export CMAKE_GENERATOR=Ninja  # for a new folder (scripts/test.sh)
 if ! command -v clang++-14 >/dev/null; then
   echo "sanitize_build: clang++-14 not found (scripts/setup.sh installs clang-14 and libclang-rt-14-dev)" >&2
   exit 1

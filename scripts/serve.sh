@@ -12,6 +12,7 @@ case "$port" in ''|*[!0-9]*) echo "serve.sh: port must be a number, got '$port'"
 export NODE_PATH=/usr/share/nodejs
 
 scripts/setup.sh
+command -v ninja >/dev/null && export CMAKE_GENERATOR=Ninja  # for a new folder (faster; scripts/test.sh)
 emcmake cmake -B build-wasm
 cmake --build build-wasm -j"${EKVAE_JOBS:-2}"
 
