@@ -269,7 +269,11 @@ static int run(int argc, char ** argv) {
     } else {
         truncate_log(log_path, tr.step);
     }
-    if (!write_text(out + "/config.json", config_to_json(cfg) + "\n", err)) {
+    // config.json describes the whole run: a resumed run's --steps N are N more steps, its
+    // train_steps the total (it recorded the N until 2026-12-06)
+    EkvaeConfig run_cfg = cfg;
+    if (resume && cfg.train_steps > 0) run_cfg.train_steps = (int)(tr.step + cfg.train_steps);
+    if (!write_text(out + "/config.json", config_to_json(run_cfg) + "\n", err)) {
         std::fprintf(stderr, "error: %s\n", err.c_str());
         return 2;
     }

@@ -43,6 +43,9 @@ if "$train" --out "$tmp/run" --resume --steps 5 >"$tmp/out.txt" 2>&1 && grep -q 
 else bad "--resume: $(cat "$tmp/out.txt")"; fi
 n=$(grep -c '"D"' "$tmp/run/train.jsonl")
 [ "$n" -eq 25 ] && ok "resumed log has 25 step lines" || bad "resumed log has $n step lines"
+# config.json records the run's total steps, not the resumed session's
+grep -q '"train_steps": 25' "$tmp/run/config.json" && ok "config.json after the resume: train_steps 25" \
+  || bad "config.json after the resume: $(grep train_steps "$tmp/run/config.json")"
 
 # eval on the tiny model
 if "$eval" --model "$tmp/run/model.safetensors" --sequences 4 --json >"$tmp/eval.json" 2>"$tmp/err.txt" &&

@@ -78,7 +78,11 @@ for ((i = 1; i <= kills; i++)); do
   fi
   last=$now
 done
-ok "$((i - 1)) kills survived ($during_write while a checkpoint was being written), $resumes resumes, last checkpoint at step $last"
+if [ $((i - 1)) -lt "$kills" ]; then
+  bad "only $((i - 1)) of $kills kills landed before the run's $steps steps ended (last checkpoint at step $last): raise EKVAE_KILL_STEPS"
+else
+  ok "$((i - 1)) kills survived ($during_write while a checkpoint was being written), $resumes resumes, last checkpoint at step $last"
+fi
 [ $lost -eq 0 ] && ok "no checkpoint was ever lost, torn or older than the one before" || true
 [ $during_write -gt 0 ] && ok "kills landed during checkpoint writes" || bad "no kill landed during a checkpoint write"
 
