@@ -10,7 +10,7 @@ mode=${1:-all}
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 
-native_pkgs="cmake g++ make ninja-build pkg-config time libeigen3-dev nlohmann-json3-dev doctest-dev libstb-dev python3 python3-numpy python3-matplotlib clang-14 libclang-rt-14-dev"
+native_pkgs="cmake g++ make ninja-build pkg-config time libeigen3-dev nlohmann-json3-dev doctest-dev libstb-dev python3 python3-numpy python3-matplotlib clang-14 libclang-rt-14-dev lld-14"
 full_pkgs="$native_pkgs libsdl2-dev libimgui-dev emscripten chromium xvfb xauth dpkg-dev"
 pkgs=$full_pkgs
 # Node.js with npm may come from elsewhere (it does on these machines); only ask Debian when missing.
