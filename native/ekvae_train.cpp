@@ -158,7 +158,8 @@ static int run(int argc, char ** argv) {
                     "-ELBO for elbo; held-out images only) is continued to 30000 steps in all, the learning rate falling\n"
                     "along a cosine from step 22000 to 0.1x at 30000; lambda follows the authors' rule. Deterministic for a\n"
                     "seed and a thread count; about 3.5 minutes with --threads 2 on 2 cores. --restarts 1 for one start.\n"
-                    "A directory that holds a run is continued with --resume or started over with --force.\n\n"
+                    "A directory that holds a run is continued with --resume (to its planned steps; --resume --steps N:\n"
+                    "N more) or started over with --force.\n\n"
                     "Worlds: --preset pendulum (the default) or --preset arm (two-link arm, two torques, 24x24 frames);\n"
                     "--preset browser / arm-browser: the page's short schedule (batch 16, 6000 steps, 4 starts of 1000, 1 thread;\n"
                     "browser: the lambda rule without its warm-up).\n\n"
@@ -220,6 +221,15 @@ static int run(int argc, char ** argv) {
         }
         const EkvaeConfig c = tr.cfg();
         cfg = c;
+        // --resume alone finishes the run: the checkpoint's train_steps is the run's planned
+        // total (until 2026-12-06 it trained that many steps more: a 30,000-step run
+        // interrupted at 10,000 ended at 40,000)
+        if (!args.has("steps") && !args.has("minutes") && cfg.train_minutes <= 0 && cfg.train_steps > 0) {
+            if (tr.step >= cfg.train_steps)
+                usage_error("the run in '" + out + "' has already trained its " + std::to_string(cfg.train_steps) +
+                                " steps: add --steps N to train N more", kUsage);
+            cfg.train_steps = (int)(cfg.train_steps - tr.step);
+        }
     } else {
         for (auto & [k, v] : overrides)
             if (!config_set(cfg, k, v, err)) usage_error(err, kUsage);
@@ -269,10 +279,12 @@ static int run(int argc, char ** argv) {
     } else {
         truncate_log(log_path, tr.step);
     }
-    // config.json describes the whole run: a resumed run's --steps N are N more steps, its
-    // train_steps the total (it recorded the N until 2026-12-06)
+    // config.json and the config inside the files describe the whole run: a resumed run's
+    // --steps N are N more steps, its train_steps the total (until 2026-12-06 config.json
+    // recorded the N and the files the first session's plan)
     EkvaeConfig run_cfg = cfg;
     if (resume && cfg.train_steps > 0) run_cfg.train_steps = (int)(tr.step + cfg.train_steps);
+    tr.model.cfg.train_steps = run_cfg.train_steps;
     if (!write_text(out + "/config.json", config_to_json(run_cfg) + "\n", err)) {
         std::fprintf(stderr, "error: %s\n", err.c_str());
         return 2;

@@ -20,7 +20,8 @@ built=$(date +%s)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # the kill test's run under ASan: its 18 kills end near step 640 on a 2-core AMD EPYC (measured
-# 2026-12-06), so 2000 steps leave a 3x margin; a run too short for them fails the test
+# 2026-12-06), so 2000 steps leave a 3x margin (an upper bound: the test trains only to 300 past the
+# last kill); a run too short for them fails the test
 export EKVAE_KILL_STEPS=${EKVAE_KILL_STEPS:-2000}
 rc=0
 ctest --test-dir "$build" --output-on-failure -j"$jobs" --timeout 900 || rc=$?

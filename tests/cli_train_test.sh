@@ -89,7 +89,7 @@ for k, v in h.items():
 PY
 
 # Ctrl-C (SIGINT) saves a checkpoint and the model, exits 130; the run resumes from there
-"$train" "${tiny[@]}" --minutes 5 --out "$tmp/int" >"$tmp/int.txt" 2>&1 &
+"$train" "${tiny[@]}" --log-every 100000 --steps 1000000 --out "$tmp/int" >"$tmp/int.txt" 2>&1 &
 pid=$!
 sleep 3
 kill -INT $pid
@@ -97,7 +97,30 @@ wait $pid
 rc=$?
 if [ $rc -eq 130 ] && [ -s "$tmp/int/checkpoint.safetensors" ] && grep -q "interrupted" "$tmp/int.txt"; then ok "SIGINT: checkpoint written, exit 130"
 else bad "SIGINT: exit $rc, $(tail -n 2 "$tmp/int.txt")"; fi
+# --resume alone continues to the run's planned 1000000 steps (until 2026-12-06 it planned
+# 1000000 more: config.json said step + 1000000)
+"$train" --out "$tmp/int" --resume >"$tmp/int.txt" 2>&1 &
+pid=$!
+sleep 2
+kill -INT $pid
+wait $pid
+rc=$?
+if [ $rc -eq 130 ] && grep -q "interrupted" "$tmp/int.txt" && grep -q '"train_steps": 1000000,' "$tmp/int/config.json"; then
+  ok "--resume alone: on to the planned 1000000 steps"
+else bad "--resume alone: exit $rc, $(grep train_steps "$tmp/int/config.json"), $(tail -n 1 "$tmp/int.txt")"; fi
+at=$(sed -n 's/.*interrupted at step \([0-9]*\).*/\1/p' "$tmp/int.txt")
 "$train" --out "$tmp/int" --resume --steps 2 >/dev/null 2>&1 && ok "resume after SIGINT" || bad "resume after SIGINT"
+# the files' own config says the run's total, as config.json does; a finished run resumed
+# without --steps is refused with the way to train more
+python3 - "$tmp/int/model.safetensors" $((at + 2)) <<'PY' && ok "the model file's config after --resume --steps 2: train_steps $((at + 2))" \
+  || bad "the model file's config after --resume --steps 2 is not train_steps $((at + 2))"
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+assert json.loads(json.loads(b[8:8 + n])["__metadata__"]["config"])["train_steps"] == int(sys.argv[2])
+PY
+expect_fail 2 "already trained its $((at + 2)) steps: add --steps N" "$train" --out "$tmp/int" --resume
+
 ls -a "$tmp"/*/ 2>/dev/null | grep -q "\.tmp$" && bad "temporary files left behind" || ok "no temporary files left"
 
 echo "$pass passed, $fail failed"
