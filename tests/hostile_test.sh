@@ -111,9 +111,13 @@ fi
   ok "a closed pipe on stderr: the run finished (3000 log lines, checkpoint, model)" || bad "closed pipe: $(ls pipe) $(wc -l < pipe/train.jsonl)"
 "$train" "${C[@]}" --steps 10000000 --out hup >/dev/null 2>&1 &
 pid=$!
-sleep 4
-n=$(grep -c '"D"' hup/train.jsonl 2>/dev/null || echo 0)
-[ "$n" -gt 0 ] && ok "the log has $n lines on disk while the run goes on" || bad "the log is empty after 4 s"
+n=0
+for _ in $(seq 200); do  # up to 20 s
+  sleep 0.1
+  n=$(grep -c '"D"' hup/train.jsonl 2>/dev/null) || n=0
+  [ "$n" -gt 0 ] && break
+done
+[ "$n" -gt 0 ] && kill -0 $pid 2>/dev/null && ok "the log has $n lines on disk while the run goes on" || bad "the log is empty after 20 s (or the run ended)"
 kill -HUP $pid; wait $pid; rc=$?
 [ $rc -eq 129 ] && [ -s hup/checkpoint.safetensors ] && [ -s hup/model.safetensors ] && ok "SIGHUP: saved, exit 129" || bad "SIGHUP: exit $rc"
 "$train" "${C[@]}" --steps 10000000 --out term >/dev/null 2>&1 &
