@@ -1,27 +1,23 @@
 #!/usr/bin/env bash
 # Installs everything ekvae needs from Debian's archive (and playwright-core from npm).
 # Idempotent and quick when everything is present. Run as root (or with sudo available).
-#   scripts/setup.sh                native + wasm toolchain + browser-test tools
-#   scripts/setup.sh --native       only what the native build and its tests need (sanitizers included)
-#   scripts/setup.sh --native-build only what the native build and its ctest need (scripts/test.sh
-#                                   installs the rest in the background while that builds)
+#   scripts/setup.sh            native + wasm toolchain + browser-test tools
+#   scripts/setup.sh --native   only what the native build and its tests need
 # EKVAE_APT_UNSAFE_IO=1 (.ci/run sets it): dpkg skips its fsyncs, for throw-away CI machines.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 mode=${1:-all}
-case "$mode" in all|--native|--native-build) ;; *) echo "setup.sh: unknown option '$mode' (--native, --native-build or none)" >&2; exit 2;; esac
+case "$mode" in all|--native) ;; *) echo "setup.sh: unknown option '$mode' (--native or none)" >&2; exit 2;; esac
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 
-build_pkgs="cmake g++ make ninja-build pkg-config time libeigen3-dev nlohmann-json3-dev doctest-dev libstb-dev python3 python3-numpy python3-matplotlib"
-native_pkgs="$build_pkgs clang-14 libclang-rt-14-dev lld-14"
+native_pkgs="cmake g++ make ninja-build pkg-config time libeigen3-dev nlohmann-json3-dev doctest-dev libstb-dev python3 python3-numpy python3-matplotlib clang-14 libclang-rt-14-dev lld-14"
 full_pkgs="$native_pkgs libsdl2-dev libimgui-dev emscripten chromium xvfb xauth dpkg-dev"
 pkgs=$full_pkgs
 # Node.js with npm may come from elsewhere (it does on these machines); only ask Debian when missing.
 if [ "$mode" = all ] && ! { command -v node && command -v npm; } >/dev/null 2>&1; then pkgs="$pkgs nodejs npm"; fi
 [ "$mode" = "--native" ] && pkgs=$native_pkgs
-[ "$mode" = "--native-build" ] && pkgs=$build_pkgs
 unsafe=()
 [ "${EKVAE_APT_UNSAFE_IO:-}" = 1 ] && unsafe=(-o Dpkg::Options::=--force-unsafe-io)
 
@@ -37,7 +33,7 @@ if [ -n "$missing" ]; then
   fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${unsafe[@]}" $missing
 fi
-[ "$mode" != all ] && { echo "setup: native toolchain ready"; exit 0; }
+[ "$mode" = "--native" ] && { echo "setup: native toolchain ready"; exit 0; }
 
 # Debian sources of SDL2 and Dear ImGui, compiled with Emscripten for the browser app
 # (the emscripten SDL2 port would be downloaded from the internet, which is not possible here).

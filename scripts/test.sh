@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # THE test command: installs what is missing, builds native and WebAssembly, runs every test.
 #   scripts/test.sh
-# 1. scripts/setup.sh                         (Debian packages, SDL2/ImGui sources, playwright-core;
-#                                              all but the native build's in the background of step 2's build)
+# 1. scripts/setup.sh                         (Debian packages, SDL2/ImGui sources, playwright-core)
 # 2. native build in build/ (what the tests run) + ctest   (doctest unit tests, CLI tests)
 #    + the same suite under ASan/UBSan (scripts/test_sanitize.sh, build-asan/) and 15 s of
 #    libFuzzer per loader (scripts/fuzz.sh, the same build-asan/); see docs/robustness.md
@@ -32,33 +31,17 @@ failed=()
 started=$(date +%s)
 step() { echo; echo "== $* ($(( $(date +%s) - started )) s)"; }
 
-# What the native build and its ctest need first; everything else (clang for the sanitizers,
-# Emscripten, SDL2 and ImGui, Chromium, Xvfb: ~85 s of Debian packages on a fresh machine) is
-# installed in the background while the native tree builds, and waited for after it.
-step "setup: the native build's packages (the rest in the background)"
-scripts/setup.sh --native-build
-mkdir -p "$build"
-scripts/setup.sh > "$build/setup.log" 2>&1 &
-setup_pid=$!
+step "setup"
+scripts/setup.sh
 
 # Only what the tests run: the CLIs and test binaries (ekvae_ctest_binaries) and the viewer
 # (when its libraries are there); not the benchmarks (scripts/bench.sh builds and runs those).
 step "native build ($build/)"
 cmake -B "$build" -DCMAKE_BUILD_TYPE=Release
-cmake --build "$build" -j"$jobs" --target ekvae_ctest_binaries
-
-step "setup: waiting for the rest"
-setup_rc=0
-wait "$setup_pid" || setup_rc=$?
-cat "$build/setup.log"
-if [ "$setup_rc" -ne 0 ]; then
-  echo "FAIL: scripts/setup.sh failed (exit $setup_rc); its output is above and in $build/setup.log"
-  exit "$setup_rc"
-fi
-# the viewer, now that SDL2 and ImGui are there (the tree is configured again to find them)
-cmake -B "$build" >/dev/null
+targets=(ekvae_ctest_binaries)
 help=$(cmake --build "$build" --target help)   # (not piped into grep -q: pipefail and SIGPIPE)
-if grep -q '\bekvae_viewer\b' <<<"$help"; then cmake --build "$build" -j"$jobs" --target ekvae_viewer; fi
+if grep -q '\bekvae_viewer\b' <<<"$help"; then targets+=(ekvae_viewer); fi
+cmake --build "$build" -j"$jobs" --target "${targets[@]}"
 
 # The wasm build runs in the background from here on at the lowest priority: it takes the
 # cores the next steps leave idle (ctest's and the sanitizer suite's sequential tails, the
