@@ -253,6 +253,41 @@ TEST_CASE("arm_image_angles reads both angles back from rendered and from blurre
     CHECK(a[1] == 0.0);
 }
 
+TEST_CASE("arm: both velocities are observable from the frames (read-out angles, central differences)") {
+    // What a smoother over the frames could know: the angles read off frames t-1 and t+1 give
+    // omega at t to r^2 0.996 (omega2) and 0.999 (omega1) on 60 sequences of the default world
+    // (measured 2026-12-06). The shipped models hold omega2 linearly to r^2 ~0.3-0.6
+    // (docs/results.md): the frames are not what limits them. 8 sequences here.
+    auto world = std::make_shared<ArmWorld>();
+    DatasetConfig c;
+    c.sequences = 8;
+    c.steps = 64;
+    c.image_size = 24;
+    c.seed = 3;
+    c.world = world;
+    const Dataset d = generate_dataset(c);
+    const double dt = world->p.dt;
+    for (int j = 0; j < 2; j++) {
+        double se = 0, sy = 0, syy = 0;
+        long n = 0;
+        for (int s = 0; s < d.N; s++) {
+            std::vector<double> th((size_t)d.T * 2);
+            for (int t = 0; t < d.T; t++) arm_image_angles(world->p, d.image(s, t), d.W, &th[2 * (size_t)t]);
+            for (int t = 1; t + 1 < d.T; t++) {
+                const double diff = std::remainder(th[2 * (size_t)(t + 1) + j] - th[2 * (size_t)(t - 1) + j], 2 * kPi);
+                const double est = diff / (2 * dt), y = d.state(s, t, 2 + j);
+                se += (est - y) * (est - y);
+                sy += y;
+                syy += y * y;
+                n++;
+            }
+        }
+        const double r2 = 1 - (se / n) / (syy / n - (sy / n) * (sy / n));
+        INFO("omega" << j + 1 << ": r2 " << r2);
+        CHECK(r2 > 0.98);
+    }
+}
+
 TEST_CASE("ArmWorld: the World interface, parameters and the skeleton") {
     std::unique_ptr<World> w = make_world("arm");
     REQUIRE(w);
