@@ -255,9 +255,9 @@ TEST_CASE("arm_image_angles reads both angles back from rendered and from blurre
 
 TEST_CASE("arm: both velocities are observable from the frames (read-out angles, central differences)") {
     // What a smoother over the frames could know: the angles read off frames t-1 and t+1 give
-    // omega at t to r^2 0.996 (omega2) and 0.999 (omega1) on 60 sequences of the default world
-    // (measured 2026-12-06). The shipped models hold omega2 linearly to r^2 ~0.3-0.6
-    // (docs/results.md): the frames are not what limits them. 8 sequences here.
+    // omega at t to r^2 0.999 (omega1) and 0.996 (omega2) on these 8 sequences (measured
+    // 2026-12-06). The shipped models hold omega2 linearly to r^2 ~0.3-0.6 (docs/results.md):
+    // the frames are not what limits them.
     auto world = std::make_shared<ArmWorld>();
     DatasetConfig c;
     c.sequences = 8;
