@@ -50,7 +50,7 @@ resumes=0
 for ((i = 1; i <= kills; i++)); do
   if [ -s "$run/checkpoint.safetensors" ]; then
     have=$(ck_step "$run/checkpoint.safetensors")
-    cmd=("$train" --out "$run" --resume --steps $((steps - have)))
+    cmd=("$train" --out "$run" --resume) # on to the planned $steps
     resumes=$((resumes + 1))
   else
     cmd=("$train" "${tiny[@]}" --steps $steps --out "$run" --force) # a kill before the first checkpoint leaves a log
