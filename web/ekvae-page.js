@@ -218,14 +218,14 @@
     }
   }
   // Starts a run (config: the worker's {preset, objective, seed, steps}); the Train panel shows it.
-  function startRun(config, resume) {
+  function startRun(config, resume, evalSequences) {
     if (training.run) return Promise.reject(new Error('a training run is in progress: ekvae.stopTraining() first'));
     let run;
     const p = new Promise((resolve, reject) => { run = { resolve, reject, config }; });
     training.run = run;
     training.state = { running: true, step: 0, steps: config.steps || null, D: null, R: null, lambda: null, steps_per_s: 0, eta_s: null };
     report(resume ? 'resumed' : 'started', config);
-    trainer().then((w) => w.postMessage(resume ? { type: 'resume', steps: config.steps } : { type: 'start', config }),
+    trainer().then((w) => w.postMessage(resume ? { type: 'resume', steps: config.steps } : { type: 'start', config, evalSequences }),
                    (e) => finishRun(null, e));
     return p;
   }
@@ -248,9 +248,15 @@
       if (!Number.isInteger(n) || n < 1) return Promise.reject(new RangeError('train: threads must be a positive integer'));
       config.threads = n;
     }
+    let evalSequences = 200; // the final quality check's fresh test set, as ekvae_eval's
+    if (opts.evalSequences !== undefined) {
+      const n = Number(opts.evalSequences);
+      if (!Number.isInteger(n) || n < 2 || n > 1000) return Promise.reject(new RangeError('train: evalSequences must be an integer from 2 to 1000'));
+      evalSequences = n;
+    }
     for (const [k, v] of Object.entries(opts.config || {})) config[k] = v; // any other config key (advanced)
     mod._ekvae_train_panel(1);
-    return startRun(config, false);
+    return startRun(config, false, evalSequences);
   }
   function downloadTrained() {
     if (!training.last) return;

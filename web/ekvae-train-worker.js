@@ -1,7 +1,8 @@
 // ekvae-train-worker.js: a Web Worker that trains an ekvae model with the core's Trainer
 // (ekvae_train.js / .wasm, built from wasm/train_worker.cpp), so the page stays responsive.
 //
-// Messages in:  {type: 'start', config: {preset, objective, seed, steps, ...config keys}}
+// Messages in:  {type: 'start', config: {preset, objective, seed, steps, ...config keys}, evalSequences}
+//               (evalSequences: the final quality check's test set, 200 sequences by default)
 //               {type: 'stop'}              stop after the current chunk; the run stays in memory
 //               {type: 'resume', steps: N}  continue a stopped (or finished) run for N more steps
 // Threads: a cross-origin isolated page (SharedArrayBuffer; scripts/serve.sh sends the headers)
@@ -32,7 +33,7 @@ const DEFAULT_THREADS = MULTI ? Math.max(1, Math.min(MAX_THREADS, navigator.hard
 importScripts(SCRIPT);
 
 let M = null;
-let running = false, stopRequested = false, hasRun = false, threads = 1;
+let running = false, stopRequested = false, hasRun = false, threads = 1, evalSequences = 200;
 
 function str(p) { return M.UTF8ToString(p); }
 function call(name, ret, types, args) { return M.ccall(name, ret, types, args); }
@@ -75,9 +76,10 @@ async function loop() {
     await new Promise(r => setTimeout(r, 0)); // let messages (a Stop) in
   }
   // the model file (read-out on 200 sequences), its latent space and the quality bar's numbers
+  // (on evalSequences fresh sequences of seed 3, ekvae_eval's default test set when 200)
   const bytes = modelBytes(FINAL_READOUT);
   const latent = JSON.parse(str(call('tw_latent', 'number', ['number'], [LATENT_SEQUENCES])));
-  const m = JSON.parse(str(call('tw_metrics', 'number', ['number', 'number'], [200, 3])));
+  const m = JSON.parse(str(call('tw_metrics', 'number', ['number', 'number'], [evalSequences, 3])));
   const last = JSON.parse(str(call('tw_run', 'number', ['number'], [0]))); // steps, seconds (no step run)
   post(Object.assign({type: 'latent', step: last.step}, latent));
   post({type: 'finished', stopped: stopRequested, step: last.step, steps: last.steps, seconds: last.seconds,
@@ -102,6 +104,7 @@ self.onmessage = async (e) => {
         throw new Error(str(call('tw_error', 'number', [], [])));
       hasRun = true;
       threads = n;
+      evalSequences = Number.isInteger(msg.evalSequences) && msg.evalSequences >= 2 ? msg.evalSequences : 200;
       loop();
     } else if (msg.type === 'stop') {
       if (running) stopRequested = true;

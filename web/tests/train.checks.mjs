@@ -120,7 +120,8 @@ export async function trainChecks({ test, context, base, siteDir, outDir, perf, 
   await test('train: Stop mid-run leaves a model the page and the native ekvae_eval load; Resume continues', async () => {
     check(page, 'no page from the previous check');
     await page.evaluate(() => {
-      window.__stopRun = window.ekvae.train({ objective: 'elbo', seed: 1 }).then((r) => { window.__stopped = r; });
+      // (the final quality check on 8 sequences, not 200: this check needs the file, not the numbers)
+      window.__stopRun = window.ekvae.train({ objective: 'elbo', seed: 1, evalSequences: 8 }).then((r) => { window.__stopped = r; });
     });
     const stepAt = async (n) => {
       for (let i = 0; i < 120; i++) {
@@ -181,15 +182,19 @@ export async function trainChecks({ test, context, base, siteDir, outDir, perf, 
         const o = await openPage(context, url, errs);
         await waitReady(o.page, o.t0);
         const r = await o.page.evaluate(async () => {
-          const t = await window.ekvae.train({ objective: 'constrained', seed: 3, steps: 150, config: { restarts: 1 } });
-          let refused = null;
+          // a small run: 64 training and 16 held-out sequences, the final check on 8
+          const t = await window.ekvae.train({ objective: 'constrained', seed: 3, steps: 150, evalSequences: 8,
+                                               config: { restarts: 1, train_sequences: 64, test_sequences: 16 } });
+          let refused = null, badEval = null;
           await window.ekvae.train({ steps: 10, threads: 64 }).catch((e) => { refused = e.message; });
+          await window.ekvae.train({ steps: 10, evalSequences: 1 }).catch((e) => { badEval = e.message; });
           return { isolated: self.crossOriginIsolated, cores: navigator.hardwareConcurrency, threads: t.threads, steps: t.steps,
-                   bytes: t.model.byteLength, refused };
+                   bytes: t.model.byteLength, evaluated: t.metrics.sequences, refused, badEval };
         });
         await o.page.close();
         check(errs.length === 0, errs.join(' | '));
-        check(r.steps === 150 && r.bytes > 0, `${url}: ${JSON.stringify(r)}`);
+        check(r.steps === 150 && r.bytes > 0 && r.evaluated === 8, `${url}: ${JSON.stringify(r)}`);
+        check(/evalSequences/.test(r.badEval || ''), `${url}, evalSequences 1: ${r.badEval}`);
         return r;
       };
       const a = await short(`http://127.0.0.1:${plain.address().port}/index.html`);
