@@ -40,10 +40,12 @@ step "native build ($build/)"
 # A new folder is compiled by clang 14 (setup.sh installs it for the sanitizers): the tests' tree
 # took 234 core-seconds against g++ 12's 414 (clang also precompiles the headers), and the
 # programs compute the same numbers bit for bit (a 2,000-step training run gave the same model
-# file; docs/performance.md). An existing folder keeps its compiler; scripts/bench.sh measures
-# the default compiler's (g++) build.
+# file; docs/performance.md). An existing folder keeps its compiler, and CC/CXX set by the user
+# win; scripts/bench.sh measures the default compiler's (g++) build.
 compiler=()
-if [ ! -f "$build/CMakeCache.txt" ] && command -v clang++-14 >/dev/null; then compiler=(-DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14); fi
+if [ ! -f "$build/CMakeCache.txt" ] && [ -z "${CC:-}${CXX:-}" ] && command -v clang++-14 >/dev/null; then
+  compiler=(-DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14)
+fi
 cmake -B "$build" -DCMAKE_BUILD_TYPE=Release "${compiler[@]}"
 targets=(ekvae_ctest_binaries)
 help=$(cmake --build "$build" --target help)   # (not piped into grep -q: pipefail and SIGPIPE)

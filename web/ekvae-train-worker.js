@@ -104,7 +104,8 @@ self.onmessage = async (e) => {
         throw new Error(str(call('tw_error', 'number', [], [])));
       hasRun = true;
       threads = n;
-      evalSequences = Number.isInteger(msg.evalSequences) && msg.evalSequences >= 2 ? msg.evalSequences : 200;
+      const e = msg.evalSequences; // (the page checks it: 2 to 1000)
+      evalSequences = Number.isInteger(e) && e >= 2 && e <= 1000 ? e : 200;
       loop();
     } else if (msg.type === 'stop') {
       if (running) stopRequested = true;
