@@ -3,7 +3,8 @@
 # Idempotent and quick when everything is present. Run as root (or with sudo available).
 #   scripts/setup.sh            native + wasm toolchain + browser-test tools
 #   scripts/setup.sh --native   only what the native build and its tests need
-# EKVAE_APT_UNSAFE_IO=1 (.ci/run sets it): dpkg skips its fsyncs, for throw-away CI machines.
+# EKVAE_APT_UNSAFE_IO=1 (.ci/run sets it): for throw-away CI machines, dpkg skips its fsyncs and
+# man-db does not re-index the new manual pages.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 mode=${1:-all}
@@ -12,7 +13,9 @@ case "$mode" in all|--native) ;; *) echo "setup.sh: unknown option '$mode' (--na
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 
-native_pkgs="cmake g++ make ninja-build pkg-config time libeigen3-dev nlohmann-json3-dev doctest-dev libstb-dev python3 python3-numpy python3-matplotlib clang-14 libclang-rt-14-dev lld-14"
+# python3-munkres: matplotlib's python3-fonttools needs it or SciPy, and apt takes the first,
+# SciPy (~60 MB installed), unless munkres (~50 kB) comes in the same install
+native_pkgs="cmake g++ make ninja-build pkg-config time libeigen3-dev nlohmann-json3-dev doctest-dev libstb-dev python3 python3-numpy python3-munkres python3-matplotlib clang-14 libclang-rt-14-dev lld-14"
 full_pkgs="$native_pkgs libsdl2-dev libimgui-dev emscripten chromium xvfb xauth dpkg-dev"
 pkgs=$full_pkgs
 # Node.js with npm may come from elsewhere (it does on these machines); only ask Debian when missing.
@@ -31,7 +34,13 @@ if [ -n "$missing" ]; then
   if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 2>/dev/null | head -n 1)" ]; then
     $SUDO apt-get update -qq
   fi
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${unsafe[@]}" $missing
+  # man-db's trigger re-indexes every new manual page after the install unless this flag file is away
+  mandb_flag=/var/lib/man-db/auto-update
+  if [ ${#unsafe[@]} -gt 0 ] && [ -e "$mandb_flag" ]; then $SUDO mv "$mandb_flag" "$mandb_flag.ekvae"; fi
+  rc=0
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${unsafe[@]}" $missing || rc=$?
+  if [ -e "$mandb_flag.ekvae" ]; then $SUDO mv "$mandb_flag.ekvae" "$mandb_flag"; fi
+  [ "$rc" -eq 0 ] || exit "$rc"
 fi
 [ "$mode" = "--native" ] && { echo "setup: native toolchain ready"; exit 0; }
 
