@@ -248,7 +248,7 @@
       if (!Number.isInteger(n) || n < 1) return Promise.reject(new RangeError('train: threads must be a positive integer'));
       config.threads = n;
     }
-    let evalSequences = 200; // the final quality check's fresh test set, as ekvae_eval's
+    let evalSequences; // the final quality check's test set (the worker's default: 200, ekvae_eval's)
     if (opts.evalSequences !== undefined) {
       const n = Number(opts.evalSequences);
       if (!Number.isInteger(n) || n < 2 || n > 1000) return Promise.reject(new RangeError('train: evalSequences must be an integer from 2 to 1000'));

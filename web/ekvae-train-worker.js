@@ -23,6 +23,7 @@ const LATENT_EVERY_MS = 1000;
 const SNAPSHOT_EVERY_MS = 4000;
 const SNAPSHOT_READOUT = 50; // sequences the live snapshots' read-out is fitted on (the final file: 200)
 const FINAL_READOUT = 200;
+const EVAL_SEQUENCES = 200;  // the final quality check's test set unless the start message says (2 to 1000)
 const LATENT_SEQUENCES = 12; // held-out sequences in the latent plot (12 x 64 points)
 
 const MAX_THREADS = 4;        // the pthread pool of ekvae_train_mt (wasm/CMakeLists.txt) + this thread
@@ -33,7 +34,7 @@ const DEFAULT_THREADS = MULTI ? Math.max(1, Math.min(MAX_THREADS, navigator.hard
 importScripts(SCRIPT);
 
 let M = null;
-let running = false, stopRequested = false, hasRun = false, threads = 1, evalSequences = 200;
+let running = false, stopRequested = false, hasRun = false, threads = 1, evalSequences = EVAL_SEQUENCES;
 
 function str(p) { return M.UTF8ToString(p); }
 function call(name, ret, types, args) { return M.ccall(name, ret, types, args); }
@@ -104,8 +105,8 @@ self.onmessage = async (e) => {
         throw new Error(str(call('tw_error', 'number', [], [])));
       hasRun = true;
       threads = n;
-      const e = msg.evalSequences; // (the page checks it: 2 to 1000)
-      evalSequences = Number.isInteger(e) && e >= 2 && e <= 1000 ? e : 200;
+      const n_eval = msg.evalSequences; // (the page checks it)
+      evalSequences = Number.isInteger(n_eval) && n_eval >= 2 && n_eval <= 1000 ? n_eval : EVAL_SEQUENCES;
       loop();
     } else if (msg.type === 'stop') {
       if (running) stopRequested = true;
