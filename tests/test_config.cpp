@@ -46,6 +46,7 @@ TEST_CASE("config: presets name a world, and n_u must match the world's actions"
         CHECK(b.n_z == w.n_z);
         CHECK(b.D0 == w.D0);
         CHECK(b.threads == 1);
+        CHECK(b.train_sequences == 1000); // a browser tab's data, whatever the world's preset trains on
         CHECK(b.train_steps > b.restarts * b.restart_steps);
         CHECK(config_validate(b, err));
         CHECK(b.lambda_rule == "authors");
