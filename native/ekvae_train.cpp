@@ -162,7 +162,8 @@ static int run(int argc, char ** argv) {
                     "N more) or started over with --force.\n\n"
                     "Worlds: --preset pendulum (the default) or --preset arm (two-link arm, two torques, 24x24 frames;\n"
                     "4 starts of 1000 steps, 120000 in all on 4000 sequences: about 40 minutes with --threads 2);\n"
-                    "--preset browser / arm-browser: the page's short schedule (batch 16, 6000 steps, 4 starts of 1000, 1 thread;\n"
+                    "--preset browser / arm-browser: the page's short schedule (batch 16, 6000 steps, 4 starts of 1000, 1000 sequences,\n"
+                    "1 thread; "
                     "browser: the lambda rule without its warm-up).\n\n"
                     "Config keys (set with --key value, dashes or underscores; defaults of the 'pendulum' preset):\n%s\n",
                     kUsage, config_to_json(EkvaeConfig{}).c_str());

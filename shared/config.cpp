@@ -313,9 +313,9 @@ bool config_preset(const std::string & name, EkvaeConfig & cfg) {
         cfg.D0 = 19.0;
         // a longer schedule on more data: 4 starts of 1000 steps, 120,000 steps in all, the
         // learning rate falling from step 100,000, 4,000 training sequences (the pendulum's 8 x
-        // 1500, 30,000 and 1,000). In pilots on seed 0 the ELBO on held-out images went from -19.30
-        // (the old preset's 30,000 steps on 1,000) to -18.59 (60,000 steps on 4,000) and -18.40
-        // (this schedule); docs/results.md, the arm. About 40 minutes on 2 threads
+        // 1500, 30,000 and 1,000). On seed 0 the ELBO on held-out images went from -19.30 (the
+        // old preset's shipped run: 30,000 steps on 1,000) to -18.59 (a pilot of 60,000 steps on
+        // 4,000) and -18.40 (this schedule); docs/results.md, the arm. About 40 minutes on 2 threads
         cfg.train_sequences = 4000;
         cfg.restarts = 4;
         cfg.restart_steps = 1000;
