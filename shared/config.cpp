@@ -285,6 +285,18 @@ bool config_validate(const EkvaeConfig & c, std::string & err) {
     return true;
 }
 
+// A preset's training schedule: `sequences` training sequences, `starts` starts of `start_steps`
+// steps, `steps` in all (the starts included), the learning rate constant up to `decay_start` and
+// falling to lr * lr_final at `steps`
+static void set_schedule(EkvaeConfig & cfg, int sequences, int starts, int start_steps, int steps, int decay_start) {
+    cfg.train_sequences = sequences;
+    cfg.restarts = starts;
+    cfg.restart_steps = start_steps;
+    cfg.train_steps = steps;
+    cfg.lr_decay_start = decay_start;
+    cfg.lr_decay_end = steps;
+}
+
 bool config_preset(const std::string & name, EkvaeConfig & cfg) {
     if (name == "pendulum") {
         cfg = EkvaeConfig{};
@@ -316,12 +328,7 @@ bool config_preset(const std::string & name, EkvaeConfig & cfg) {
         // 1500, 30,000 and 1,000). On seed 0 the ELBO on held-out images went from -19.30 (the
         // old preset's shipped run: 30,000 steps on 1,000) to -18.59 (a pilot of 60,000 steps on
         // 4,000) and -18.40 (this schedule); docs/results.md, the arm. About 40 minutes on 2 threads
-        cfg.train_sequences = 4000;
-        cfg.restarts = 4;
-        cfg.restart_steps = 1000;
-        cfg.train_steps = 120000;
-        cfg.lr_decay_start = 100000;
-        cfg.lr_decay_end = 120000;
+        set_schedule(cfg, 4000, 4, 1000, 120000, 100000);
         return true;
     }
     if (name == "browser" || name == "arm-browser") {
@@ -331,13 +338,9 @@ bool config_preset(const std::string & name, EkvaeConfig & cfg) {
         config_preset(name == "browser" ? "pendulum" : "arm", cfg);
         cfg.threads = 1;
         cfg.batch = 16;
-        cfg.train_steps = 6000;
-        cfg.restarts = 4;
-        cfg.restart_steps = 1000;
-        cfg.lr_decay_start = 4500;
-        cfg.lr_decay_end = 6000;
         cfg.eval_every = 0;
-        cfg.train_sequences = 1000; // the arm preset's 4,000 sequences of 64 float frames of 24x24 are 590 MB
+        // 1,000 sequences for both worlds: the arm preset's 4,000 of 64 float frames of 24x24 are 590 MB
+        set_schedule(cfg, 1000, 4, 1000, 6000, 4500);
         // the authors' lambda rule without its reconstruction-only warm-up: in 1000-step starts
         // the warm-up (the rate unchecked, ~700 nats when it ends) cost the constrained objective
         // the bar on 6 of 20 fresh seeds on 2 threads, without it none (on 1 thread 3 of 20 still
