@@ -133,19 +133,17 @@ def expand(spec):
 
 
 def checkpoint_step(path):
+    """(step, planned total steps) of a run's checkpoint, or (None, None) without one."""
     try:
         with open(path, "rb") as f:
             b = f.read()
         n = struct.unpack("<Q", b[:8])[0]
-        s, _ = json.loads(b[8:8 + n])["train.step"]["data_offsets"]
-        return struct.unpack("<q", b[8 + n + s:8 + n + s + 8])[0]
-    except (OSError, KeyError, ValueError, struct.error):
-        return None
-
-
-def default_steps(train):
-    out = subprocess.run([train, "--help"], capture_output=True, text=True).stdout
-    return json.loads(out[out.index("{"):])["train_steps"]
+        h = json.loads(b[8:8 + n])
+        s, _ = h["train.step"]["data_offsets"]
+        step = struct.unpack("<q", b[8 + n + s:8 + n + s + 8])[0]
+        return step, int(json.loads(h["__metadata__"]["config"])["train_steps"])
+    except (OSError, KeyError, ValueError, TypeError, struct.error):
+        return None, None
 
 
 def write_json(path, obj):
@@ -168,9 +166,11 @@ def run_one(run, out, spec, train, ev):
     if os.path.exists(meta_path):
         with open(meta_path) as f:
             meta = json.load(f)
-    target = meta.get("target_steps") or spec.get("steps") or default_steps(train)
-    meta.update({"name": run["name"], "flags": run["flags"], "target_steps": target})
-    have = checkpoint_step(os.path.join(d, "checkpoint.safetensors"))
+    meta.update({"name": run["name"], "flags": run["flags"]})
+    # the checkpoint's config holds the run's planned total (the preset's, the spec's "steps"
+    # or a train_steps flag); until 2026-12-07 the target was the default preset's train_steps,
+    # and an arm run (120,000 planned) resumed to 30,000
+    have, planned = checkpoint_step(os.path.join(d, "checkpoint.safetensors"))
     with open(log, "a") as lf:
         lf.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} host {os.uname().nodename} "
                  f"SLURM_JOB_ID={os.environ.get('SLURM_JOB_ID', '')} SLURM_ARRAY_TASK_ID={os.environ.get('SLURM_ARRAY_TASK_ID', '')}\n")
@@ -179,8 +179,8 @@ def run_one(run, out, spec, train, ev):
             cmd = [train] + run["flags"] + ["--out", d]
             if os.path.exists(os.path.join(d, "train.jsonl")):
                 cmd.append("--force")  # killed before its first checkpoint: start over
-        elif have < target:
-            cmd = [train, "--resume", "--steps", str(target - have), "--out", d]
+        elif planned and have < planned:
+            cmd = [train, "--resume", "--steps", str(planned - have), "--out", d]
         else:
             cmd = None
         t0 = time.time()
@@ -354,8 +354,8 @@ def status(runs, out):
         print(f"Slurm array {job}: " + (", ".join(f"{k}: {v}" for k, v in sorted(st.items(), key=lambda x: int(x[0]))) or "no records"))
     for run in runs:
         d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
-        ck = checkpoint_step(os.path.join(d, "checkpoint.safetensors"))
-        s = "done" if os.path.exists(os.path.join(d, "eval.json")) else (f"checkpoint at step {ck}" if ck is not None else "not started")
+        ck, planned = checkpoint_step(os.path.join(d, "checkpoint.safetensors"))
+        s = "done" if os.path.exists(os.path.join(d, "eval.json")) else (f"checkpoint at step {ck} of {planned}" if ck is not None else "not started")
         print(f"  {run['index']:3d} {run['name']}: {s}")
 
 

@@ -57,10 +57,12 @@ def strip(p):
 sys.exit(0 if strip(sys.argv[1]) == strip(sys.argv[2]) else 1)
 PY
 
-# 3. a task killed mid-run resumes when the sweep is run again
+# 3. a task killed mid-run resumes when the sweep is run again, to the run's planned steps:
+#    here a train_steps flag, not the spec's "steps" (until 2026-12-07 the sweep resumed to the
+#    default preset's 30,000, and a 120,000-step arm run stopped at 30,000)
 cat > "$tmp/long.json" <<EOF
-{"preset": "pendulum", "objectives": ["constrained"], "seeds": [0, 1], "steps": 100000,
- "flags": {$tiny, "checkpoint_minutes": 0.01}, "eval": {"sequences": 8}}
+{"preset": "pendulum", "objectives": ["constrained"], "seeds": [0, 1],
+ "flags": {$tiny, "train_steps": 100000, "checkpoint_minutes": 0.01}, "eval": {"sequences": 8}}
 EOF
 sweep "$tmp/long.json" --out "$tmp/kill" --executor slurm --no-wait >"$tmp/kill.txt" 2>&1
 job=$(cat "$tmp/kill/slurm/job_id" 2>/dev/null)
