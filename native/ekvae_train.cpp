@@ -161,7 +161,7 @@ static int run(int argc, char ** argv) {
                     "A directory that holds a run is continued with --resume (to its planned steps; --resume --steps N:\n"
                     "N more) or started over with --force.\n\n"
                     "Worlds: --preset pendulum (the default) or --preset arm (two-link arm, two torques, 24x24 frames;\n"
-                    "4 starts of 1000 steps, 120000 in all on 4000 sequences: about 40 minutes with --threads 2);\n"
+                    "4 starts of 1000 steps, 200000 in all on 4000 sequences: about 65 minutes with --threads 2);\n"
                     "--preset browser / arm-browser: the page's short schedule (batch 16, 6000 steps, 4 starts of 1000, 1000 sequences,\n"
                     "1 thread; "
                     "browser: the lambda rule without its warm-up).\n\n"

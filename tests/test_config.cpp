@@ -36,9 +36,9 @@ TEST_CASE("config: presets name a world, and n_u must match the world's actions"
     CHECK(c.n_a == 8);
     CHECK(c.n_z == 8);
     CHECK(c.image_size == 24);
-    // the arm's schedule (docs/results.md, the arm): 120,000 steps in all on 4,000 sequences
+    // the arm's schedule (docs/results.md, the arm): 200,000 steps in all on 4,000 sequences
     CHECK(c.train_sequences == 4000);
-    CHECK(c.train_steps == 120000);
+    CHECK(c.train_steps == 200000);
     CHECK(c.restarts * c.restart_steps == 4000);
     CHECK(c.lr_decay_start < c.lr_decay_end);
     CHECK(c.lr_decay_end == c.train_steps);
