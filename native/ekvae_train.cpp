@@ -286,7 +286,9 @@ static int run(int argc, char ** argv) {
     // recorded the N and the files the first session's plan)
     EkvaeConfig run_cfg = cfg;
     if (resume && cfg.train_steps > 0) run_cfg.train_steps = (int)(tr.step + cfg.train_steps);
-    tr.model.cfg.train_steps = run_cfg.train_steps;
+    // the trainer's own config too: a start begun after the resume copies it into the model
+    // (until 2026-12-07 a run resumed with --steps N during its starts recorded N from there on)
+    tr.set_planned_steps(run_cfg.train_steps);
     if (!write_text(out + "/config.json", config_to_json(run_cfg) + "\n", err)) {
         std::fprintf(stderr, "error: %s\n", err.c_str());
         return 2;
@@ -411,7 +413,9 @@ static int run(int argc, char ** argv) {
             std::fflush(log);
             last_flush = now;
         }
-        if (std::chrono::duration<double>(now - last_ck).count() > cfg.checkpoint_minutes * 60) {
+        // (not at the last step: the model is written before the final checkpoint, so a checkpoint
+        // at the planned step always has its model beside it)
+        if (tr.step < target && std::chrono::duration<double>(now - last_ck).count() > cfg.checkpoint_minutes * 60) {
             std::fflush(log);
             save_checkpoint();
             last_ck = now;
@@ -428,12 +432,15 @@ static int run(int argc, char ** argv) {
         say("note: stopped while choosing among starts (start %d of %d); --resume continues the choice\n", tr.start() + 1, cfg.restarts);
     // the read-out z -> the world's targets (pendulum: cos, sin, omega) from the training data,
     // then the model file
+    // then the model file, then the checkpoint (a kill between the two leaves an older
+    // checkpoint, and --resume retrains the last steps: never a checkpoint at the planned step
+    // beside an older model)
     const std::vector<uint8_t> model_bytes = model_file_bytes(tr.model, train, kReadoutSequences);
-    if (!save_checkpoint()) return 1;
     if (!write_file_atomic(model_path, model_bytes, err)) {
         say("error: %s\n", err.c_str());
         return 1;
     }
+    if (!save_checkpoint()) return 1;
     const double elapsed = std::chrono::duration<double>(clk::now() - t_start).count();
     say("%s at step %lld after %s (%lld rejected steps): wrote %s and %s%s\n", stop_reason.c_str(), (long long)tr.step,
         fmt_time(elapsed).c_str(), (long long)tr.rejected, model_path.c_str(), ck_path.c_str(),

@@ -102,6 +102,11 @@ def load_spec(path):
     ov = spec.get("overrides", {})
     if not isinstance(ov, dict) or not all(isinstance(v, list) and v for v in ov.values()):
         die(f"{path}: 'overrides' maps config keys to non-empty lists of values")
+    for where, keys in [("flags", spec.get("flags") or {}), ("overrides", ov)] + \
+                       [(f"variants.{n}", v) for n, v in (spec.get("variants") or {}).items()]:
+        if isinstance(keys, dict) and "train_minutes" in keys:
+            die(f"{path}: {where} sets train_minutes, but a sweep's runs are step-limited (a run must not depend "
+                f"on the machine's speed, and a resumed run trains to its planned steps): use \"steps\" instead")
     return spec
 
 
@@ -133,7 +138,8 @@ def expand(spec):
 
 
 def checkpoint_step(path):
-    """(step, planned total steps) of a run's checkpoint, or (None, None) without one."""
+    """(step, planned total steps) of a run's checkpoint; (None, None) without a readable one,
+    (step, None) when its config cannot be read (ekvae_train --resume then says what is wrong)."""
     try:
         with open(path, "rb") as f:
             b = f.read()
@@ -141,9 +147,12 @@ def checkpoint_step(path):
         h = json.loads(b[8:8 + n])
         s, _ = h["train.step"]["data_offsets"]
         step = struct.unpack("<q", b[8 + n + s:8 + n + s + 8])[0]
-        return step, int(json.loads(h["__metadata__"]["config"])["train_steps"])
     except (OSError, KeyError, ValueError, TypeError, struct.error):
         return None, None
+    try:
+        return step, int(json.loads(h["__metadata__"]["config"])["train_steps"])
+    except (KeyError, ValueError, TypeError):
+        return step, None
 
 
 def write_json(path, obj):
@@ -167,10 +176,13 @@ def run_one(run, out, spec, train, ev):
         with open(meta_path) as f:
             meta = json.load(f)
     meta.update({"name": run["name"], "flags": run["flags"]})
-    # the checkpoint's config holds the run's planned total (the preset's, the spec's "steps"
-    # or a train_steps flag); until 2026-12-07 the target was the default preset's train_steps,
-    # and an arm run (120,000 planned) resumed to 30,000
+    meta.pop("target_steps", None)  # written until 2026-12-07: the default preset's steps, not the run's
+    # a checkpoint's config holds the run's planned total (the preset's, the spec's "steps" or a
+    # train_steps flag: sweeps are step-limited), and ekvae_train --resume alone trains to it;
+    # until 2026-12-07 the sweep resumed to the default preset's train_steps, and an arm run
+    # (120,000 planned) to 30,000
     have, planned = checkpoint_step(os.path.join(d, "checkpoint.safetensors"))
+    model = os.path.join(d, "model.safetensors")
     with open(log, "a") as lf:
         lf.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} host {os.uname().nodename} "
                  f"SLURM_JOB_ID={os.environ.get('SLURM_JOB_ID', '')} SLURM_ARRAY_TASK_ID={os.environ.get('SLURM_ARRAY_TASK_ID', '')}\n")
@@ -179,10 +191,13 @@ def run_one(run, out, spec, train, ev):
             cmd = [train] + run["flags"] + ["--out", d]
             if os.path.exists(os.path.join(d, "train.jsonl")):
                 cmd.append("--force")  # killed before its first checkpoint: start over
-        elif planned and have < planned:
-            cmd = [train, "--resume", "--steps", str(planned - have), "--out", d]
+        elif planned is None or have < planned:
+            cmd = [train, "--resume", "--out", d]
+        elif os.path.exists(model):
+            cmd = None  # trained (ekvae_train writes the model before its last checkpoint): evaluate
         else:
-            cmd = None
+            return False, (f"{d} has a checkpoint at its planned step {have} but no model.safetensors: "
+                           f"write it with `{train} --resume --steps 1 --out {d}` or delete the folder to retrain")
         t0 = time.time()
         if cmd:
             lf.write("$ " + " ".join(cmd) + "\n")
@@ -355,7 +370,7 @@ def status(runs, out):
     for run in runs:
         d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
         ck, planned = checkpoint_step(os.path.join(d, "checkpoint.safetensors"))
-        s = "done" if os.path.exists(os.path.join(d, "eval.json")) else (f"checkpoint at step {ck} of {planned}" if ck is not None else "not started")
+        s = "done" if os.path.exists(os.path.join(d, "eval.json")) and os.path.exists(os.path.join(d, "model.safetensors")) else (f"checkpoint at step {ck} of {planned}" if ck is not None else "not started")
         print(f"  {run['index']:3d} {run['name']}: {s}")
 
 

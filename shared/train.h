@@ -69,6 +69,10 @@ public:
     static const std::vector<std::string> kRunKeys; // train_minutes, train_steps, threads, ...
 
     const EkvaeConfig & cfg() const { return cfg_; }
+    // The run's planned total of steps, recorded in its checkpoints and model file (metadata:
+    // nothing in a step reads it). A front end that resumes with "N more steps" sets the total
+    // here; an override train_steps = N alone would be copied into every later start's model.
+    void set_planned_steps(int total) { cfg_.train_steps = model.cfg.train_steps = total; }
     int start() const { return start_; }           // the start being trained (restarts > 1)
     int best_start() const { return best_start_; } // the best finished start, -1 before the first ends
 

@@ -4,7 +4,7 @@
 # 1. a tiny sweep (2 objectives x 2 seeds x 50 steps) through a Slurm job array: every run
 #    executed as an array task (its log records SLURM_ARRAY_TASK_ID);
 # 2. the same sweep with --executor local: byte-identical models and the same table;
-# 3. a task killed mid-run (scancel) is resumed from its checkpoint by re-running the sweep,
+# 3. a task killed mid-run (scancel) is resumed from its checkpoint, to its planned steps, by re-running the sweep,
 #    and ends byte-identical to an uninterrupted run.
 # Starts the local Slurm with scripts/slurm_local.sh (root or sudo needed).
 set -u
@@ -56,6 +56,17 @@ def strip(p):
     return r["runs"], r["settings"]
 sys.exit(0 if strip(sys.argv[1]) == strip(sys.argv[2]) else 1)
 PY
+
+# 2b. what a sweep refuses: a run whose checkpoint is at its planned step without a model (it
+#     evaluated an older model or failed on every re-run until 2026-12-07), and a time-limited spec
+r=$tmp/local/runs/default/elbo-s1
+rm -f "$r/model.safetensors" "$r/eval.json"
+out=$(sweep "$tmp/spec.json" --out "$tmp/local" --executor local --jobs 1 2>&1)
+[ $? -ne 0 ] && echo "$out" | grep -q "but no model.safetensors" && ok "a checkpoint at its planned step without a model: reported, exit 1" \
+  || bad "no model beside a finished checkpoint: $out"
+echo '{"objectives": ["elbo"], "seeds": [0], "flags": {"train_minutes": 1}}' > "$tmp/minutes.json"
+out=$(sweep "$tmp/minutes.json" --out "$tmp/minutes" 2>&1)
+[ $? -eq 2 ] && echo "$out" | grep -q "step-limited" && ok "a spec with train_minutes: refused, exit 2" || bad "train_minutes spec: $out"
 
 # 3. a task killed mid-run resumes when the sweep is run again, to the run's planned steps:
 #    here a train_steps flag, not the spec's "steps" (until 2026-12-07 the sweep resumed to the

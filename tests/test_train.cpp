@@ -120,6 +120,22 @@ TEST_CASE("restarts: the start with the best held-out objective is continued; re
     for (size_t i = 0; i < a.model.ps.list.size(); i++) CHECK(r.model.ps.list[i]->value == a.model.ps.list[i]->value);
     CHECK(r.opt.step == a.opt.step);
     CHECK(r.lam.lambda == a.lam.lambda);
+    // resumed mid-choice for "10 more steps" as ekvae_train --resume --steps 10 does it: the
+    // run's planned total (6 + 10) stays in the model and the checkpoint through the starts
+    // begun after the resume (until 2026-12-07 they recorded the 10)
+    Trainer p;
+    REQUIRE_MESSAGE(p.resume(ck.data(), ck.size(), {{"train_steps", "10"}}, &val, err), err);
+    p.set_planned_steps((int)p.step + 10);
+    for (int i = 0; i < 10; i++) {
+        sample_batch(d, c.batch, c.window, p.rng, X, U);
+        p.train_step(X, U);
+    }
+    CHECK(!p.choosing());
+    CHECK(p.model.cfg.train_steps == 16);
+    const std::vector<uint8_t> ck2 = p.checkpoint();
+    Trainer q;
+    REQUIRE_MESSAGE(q.restore(ck2.data(), ck2.size(), err), err);
+    CHECK(q.cfg().train_steps == 16);
 }
 
 TEST_CASE("the ELBO objective: good steps are accepted and lambda stays out of it") {
