@@ -431,7 +431,6 @@ static int run(int argc, char ** argv) {
     if (tr.choosing())
         say("note: stopped while choosing among starts (start %d of %d); --resume continues the choice\n", tr.start() + 1, cfg.restarts);
     // the read-out z -> the world's targets (pendulum: cos, sin, omega) from the training data,
-    // then the model file
     // then the model file, then the checkpoint (a kill between the two leaves an older
     // checkpoint, and --resume retrains the last steps: never a checkpoint at the planned step
     // beside an older model)

@@ -155,6 +155,11 @@ def checkpoint_step(path):
         return step, None
 
 
+def is_done(d):
+    """A run is done when its model and its eval.json are there."""
+    return os.path.exists(os.path.join(d, "eval.json")) and os.path.exists(os.path.join(d, "model.safetensors"))
+
+
 def write_json(path, obj):
     tmp = path + ".part"
     with open(tmp, "w") as f:
@@ -169,7 +174,7 @@ def run_one(run, out, spec, train, ev):
     os.makedirs(d, exist_ok=True)
     log = os.path.join(d, "sweep.log")
     meta_path = os.path.join(d, "sweep_run.json")
-    if os.path.exists(os.path.join(d, "eval.json")) and os.path.exists(os.path.join(d, "model.safetensors")):
+    if is_done(d):
         return True, "done before (skipped)"
     meta = {}
     if os.path.exists(meta_path):
@@ -370,7 +375,7 @@ def status(runs, out):
     for run in runs:
         d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
         ck, planned = checkpoint_step(os.path.join(d, "checkpoint.safetensors"))
-        s = "done" if os.path.exists(os.path.join(d, "eval.json")) and os.path.exists(os.path.join(d, "model.safetensors")) else (f"checkpoint at step {ck} of {planned}" if ck is not None else "not started")
+        s = "done" if is_done(d) else (f"checkpoint at step {ck} of {planned}" if ck is not None else "not started")
         print(f"  {run['index']:3d} {run['name']}: {s}")
 
 
