@@ -207,35 +207,18 @@ ArmWorld::ArmWorld(const ArmParams & params) : p(params) {
     angle = {true, true, false, false};
     action_names = {"torque1", "torque2"};
     target_names = {"cos1", "sin1", "cos2", "sin2", "omega1", "omega2"};
+    state_range_keys = {"", "", "max_speed", "max_speed"};
+    action_range_key = "max_torque";
     default_image_size = 24;
 }
 
-std::vector<std::pair<std::string, double>> ArmWorld::params() const {
-    return {{"l1", p.l1}, {"l2", p.l2}, {"m1", p.m1}, {"m2", p.m2}, {"damping", p.damping}, {"dt", p.dt},
-            {"substeps", p.substeps}, {"max_speed", p.max_speed}, {"max_torque", p.max_torque}, {"init_speed", p.init_speed},
-            {"g", p.g}, {"stiffness", p.stiffness}};
-}
-
-bool ArmWorld::set_param(const std::string & key, double v, std::string & err) {
-    double * slot = key == "l1" ? &p.l1 : key == "l2" ? &p.l2 : key == "m1" ? &p.m1 : key == "m2" ? &p.m2
-                  : key == "damping" ? &p.damping : key == "dt" ? &p.dt : key == "substeps" ? &p.substeps
-                  : key == "max_speed" ? &p.max_speed : key == "max_torque" ? &p.max_torque
-                  : key == "init_speed" ? &p.init_speed : key == "g" ? &p.g : key == "stiffness" ? &p.stiffness : nullptr;
-    if (!slot) {
-        err = "the arm has no parameter '" + key + "' (it has l1, l2, m1, m2, damping, dt, substeps, max_speed, max_torque, init_speed, g, stiffness)";
-        return false;
-    }
-    const bool nonneg = key == "damping" || key == "max_torque" || key == "init_speed" || key == "g" || key == "stiffness";
-    if (!std::isfinite(v) || (nonneg ? v < 0 : v <= 0)) {
-        err = "world parameters must be finite with l1, l2, m1, m2, dt, max_speed > 0 and damping, max_torque, init_speed, g, stiffness >= 0";
-        return false;
-    }
-    if (key == "substeps" && (v != std::floor(v) || v > 1000)) {
-        err = "substeps must be a whole number from 1 to 1000";
-        return false;
-    }
-    *slot = v;
-    return true;
+std::vector<World::Param> ArmWorld::param_table() const {
+    return {{"l1", &p.l1, Range::Positive},           {"l2", &p.l2, Range::Positive},
+            {"m1", &p.m1, Range::Positive},           {"m2", &p.m2, Range::Positive},
+            {"damping", &p.damping, Range::NonNegative}, {"dt", &p.dt, Range::Positive},
+            {"substeps", &p.substeps, Range::Count},  {"max_speed", &p.max_speed, Range::Positive},
+            {"max_torque", &p.max_torque, Range::NonNegative}, {"init_speed", &p.init_speed, Range::NonNegative},
+            {"g", &p.g, Range::NonNegative},          {"stiffness", &p.stiffness, Range::NonNegative}};
 }
 
 bool ArmWorld::param_before_key(const std::string & key, double & value) const {

@@ -74,15 +74,9 @@ public:
     explicit ArmWorld(const ArmParams & params = {});
     ArmParams p;
 
-    std::vector<std::pair<std::string, double>> params() const override;
-    bool set_param(const std::string & key, double value, std::string & err) override;
+    std::vector<Param> param_table() const override;
     // arm datasets written before 2026-12-06 have no g and no stiffness: they were made with 0
     bool param_before_key(const std::string & key, double & value) const override;
-    double action_max(int) const override { return p.max_torque; }
-    double state_max(int i) const override { return i < 2 ? 3.14159265358979323846 : p.max_speed; }
-    std::string state_range_key(int i) const override { return i < 2 ? "" : "max_speed"; }
-    std::string action_range_key() const override { return "max_torque"; }
-    double time_step() const override { return p.dt; }
     void initial_state(Rng & rng, double * s) const override;
     void random_action(Rng & rng, double * u) const override;
     void step(const double * s, const double * u, double * next) const override;

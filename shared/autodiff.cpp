@@ -27,8 +27,8 @@ template <class T, class F> void broadcast_apply(const Mat<T> & a, const Mat<T> 
     const Eigen::Index R = out.rows(), C = out.cols();
     const Eigen::Index ra = a.rows(), rb = b.rows();
     for (Eigen::Index j = 0; j < C; j++) {
-        const T * pa = a.data() + (a.cols() == 1 ? 0 : j) * ra;
-        const T * pb = b.data() + (b.cols() == 1 ? 0 : j) * rb;
+        const T * pa = col_of(a, j);
+        const T * pb = col_of(b, j);
         T * po = out.data() + j * R;
         if (ra == R && rb == R) {
             for (Eigen::Index i = 0; i < R; i++) po[i] = f(pa[i], pb[i]);
@@ -42,6 +42,16 @@ template <class T, class F> void broadcast_apply(const Mat<T> & a, const Mat<T> 
             for (Eigen::Index i = 0; i < R; i++) po[i] = f(pa[0], pb[0]);
         }
     }
+}
+
+// An operand with c columns broadcasts over a batch of B: c is B or 1.
+bool broadcasts(Eigen::Index c, Eigen::Index B) { return c == B || c == 1; }
+
+// The batch size of a batched op's two operands, each [*, batch] or [*, 1] (broadcast).
+Eigen::Index batch_of(Eigen::Index ca, Eigen::Index cb, const char * what) {
+    const Eigen::Index nbatch = std::max(ca, cb);
+    check(broadcasts(ca, nbatch) && broadcasts(cb, nbatch), what);
+    return nbatch;
 }
 
 } // namespace
@@ -69,6 +79,12 @@ template <class T> typename Tape<T>::Node & Tape<T>::push(Op op, std::initialize
     nd.scalar = T(0);
     nd.fused = nullptr;
     return nd;
+}
+
+template <class T> Var Tape<T>::shaped(Node & nd, int br, int bc) {
+    nd.br = br;
+    nd.bc = bc;
+    return Var{n_ - 1};
 }
 
 template <class T> void Tape<T>::reset() {
@@ -99,10 +115,8 @@ template <class T> Var Tape<T>::constant_ref(const M & v) {
 
 template <class T> Var Tape<T>::constant_batch(const M & v, int r, int c) {
     check((Eigen::Index)r * c == v.rows(), "constant_batch: rows != r*c");
-    Var out = constant(v);
-    nodes_[out.id].br = r;
-    nodes_[out.id].bc = c;
-    return out;
+    constant(v);
+    return shaped(nodes_[n_ - 1], r, c);
 }
 
 template <class T> Var Tape<T>::param(Param<T> & p) {
@@ -298,9 +312,7 @@ template <class T> Var Tape<T>::as_batch(Var a, int r, int c) {
     Node & nd = push(Op::Scale, {a}); // a copy: scale by 1
     nd.scalar = T(1);
     nd.value = val(a.id);
-    nd.br = r;
-    nd.bc = c;
-    return Var{n_ - 1};
+    return shaped(nd, r, c);
 }
 
 template <class T> Var Tape<T>::bmm(Var a, Var b, bool ta, bool tb) {
@@ -313,17 +325,13 @@ template <class T> Var Tape<T>::bmm(Var a, Var b, bool ta, bool tb) {
     const int k2 = tb ? nb.bc : nb.br, n = tb ? nb.br : nb.bc;
     check(k == k2, "bmm: inner dimensions differ");
     check(A.rows() == (Eigen::Index)na.br * na.bc && B.rows() == (Eigen::Index)nb.br * nb.bc, "bmm: operands are not batches");
-    const Eigen::Index nbatch = std::max(A.cols(), B.cols());
-    check((A.cols() == nbatch || A.cols() == 1) && (B.cols() == nbatch || B.cols() == 1), "bmm: batch sizes differ");
+    const Eigen::Index nbatch = batch_of(A.cols(), B.cols(), "bmm: batch sizes differ");
     nd.trans_a = ta;
     nd.trans_b = tb;
     nd.value.resize((Eigen::Index)m * n, nbatch);
     for (Eigen::Index j = 0; j < nbatch; j++)
-        tiny_gemm(A.data() + (A.cols() == 1 ? 0 : j) * A.rows(), na.br, ta, B.data() + (B.cols() == 1 ? 0 : j) * B.rows(), nb.br, tb,
-                  nd.value.data() + j * nd.value.rows(), m, n, k, false);
-    nd.br = m;
-    nd.bc = n;
-    return Var{n_ - 1};
+        tiny_gemm(col_of(A, j), na.br, ta, col_of(B, j), nb.br, tb, nd.value.data() + j * nd.value.rows(), m, n, k, false);
+    return shaped(nd, m, n);
 }
 
 template <class T> Var Tape<T>::btranspose(Var a) {
@@ -333,9 +341,7 @@ template <class T> Var Tape<T>::btranspose(Var a) {
     nd.value.resize(A.rows(), A.cols());
     for (Eigen::Index j = 0; j < A.cols(); j++)
         MMap<T>(nd.value.data() + j * A.rows(), na.bc, na.br) = CMap<T>(A.data() + j * A.rows(), na.br, na.bc).transpose();
-    nd.br = na.bc;
-    nd.bc = na.br;
-    return Var{n_ - 1};
+    return shaped(nd, na.bc, na.br);
 }
 
 template <class T> Var Tape<T>::bdiag(Var v) {
@@ -345,8 +351,7 @@ template <class T> Var Tape<T>::bdiag(Var v) {
     nd.value.setZero(n * n, V.cols());
     for (Eigen::Index j = 0; j < V.cols(); j++)
         for (Eigen::Index i = 0; i < n; i++) nd.value(i * n + i, j) = V(i, j);
-    nd.br = nd.bc = (int)n;
-    return Var{n_ - 1};
+    return shaped(nd, (int)n, (int)n);
 }
 
 template <class T> Var Tape<T>::bcholesky(Var a) {
@@ -359,8 +364,7 @@ template <class T> Var Tape<T>::bcholesky(Var a) {
     for (Eigen::Index j = 0; j < A.cols(); j++)
         if (!chol_factor(A.data() + j * A.rows(), n, nd.value.data() + j * A.rows()) && error_.empty())
             error_ = "bcholesky: matrix " + std::to_string(j) + " of the batch is not positive definite";
-    nd.br = nd.bc = n;
-    return Var{n_ - 1};
+    return shaped(nd, n, n);
 }
 
 template <class T> Var Tape<T>::btrisolve(Var L, Var X, bool transpose) {
@@ -371,19 +375,15 @@ template <class T> Var Tape<T>::btrisolve(Var L, Var X, bool transpose) {
     const M & Xv = val(X.id);
     const int n = nl.br, m = nx.bc;
     check(nl.br == nl.bc && nx.br == n, "btrisolve: shapes differ");
-    const Eigen::Index nbatch = std::max(Lv.cols(), Xv.cols());
-    check((Lv.cols() == nbatch || Lv.cols() == 1) && (Xv.cols() == nbatch || Xv.cols() == 1), "btrisolve: batch sizes differ");
+    const Eigen::Index nbatch = batch_of(Lv.cols(), Xv.cols(), "btrisolve: batch sizes differ");
     nd.trans_a = transpose;
     nd.value.resize((Eigen::Index)n * m, nbatch);
     for (Eigen::Index j = 0; j < nbatch; j++) {
-        CMap<T> Lj(Lv.data() + (Lv.cols() == 1 ? 0 : j) * Lv.rows(), n, n);
         MMap<T> Yj(nd.value.data() + j * nd.value.rows(), n, m);
-        Yj = CMap<T>(Xv.data() + (Xv.cols() == 1 ? 0 : j) * Xv.rows(), n, m);
-        tiny_trsm(Lj.data(), n, Yj.data(), m, transpose);
+        Yj = CMap<T>(col_of(Xv, j), n, m);
+        tiny_trsm(col_of(Lv, j), n, Yj.data(), m, transpose);
     }
-    nd.br = n;
-    nd.bc = m;
-    return Var{n_ - 1};
+    return shaped(nd, n, m);
 }
 
 template <class T> Var Tape<T>::bchol_logdet(Var L) {
@@ -430,16 +430,14 @@ template <class T> Var Tape<T>::bernoulli_logits(Var logits, Var x) {
 
 template <class T> Var Tape<T>::gauss_diag_logpdf(Var x, Var mu, Var logvar) {
     Node & nd = push(Op::GaussDiagLogPdf, {x, mu, logvar});
-    const M & X = val(x.id);
-    const M & Mu = val(mu.id);
-    const M & Lv = val(logvar.id);
+    const M & X = val(x.id), & Mu = val(mu.id), & Lv = val(logvar.id);
     const Eigen::Index n = X.rows(), B = X.cols();
     check(Mu.rows() == n && Lv.rows() == n, "gauss_diag_logpdf: sizes differ");
-    check((Mu.cols() == B || Mu.cols() == 1) && (Lv.cols() == B || Lv.cols() == 1), "gauss_diag_logpdf: batch sizes differ");
+    check(broadcasts(Mu.cols(), B) && broadcasts(Lv.cols(), B), "gauss_diag_logpdf: batch sizes differ");
     nd.value.resize(1, B);
     for (Eigen::Index j = 0; j < B; j++) {
-        const T * m = Mu.data() + (Mu.cols() == 1 ? 0 : j) * n;
-        const T * lv = Lv.data() + (Lv.cols() == 1 ? 0 : j) * n;
+        const T * m = col_of(Mu, j);
+        const T * lv = col_of(Lv, j);
         T s = 0;
         for (Eigen::Index i = 0; i < n; i++) {
             const T r = X(i, j) - m[i];
@@ -453,20 +451,18 @@ template <class T> Var Tape<T>::gauss_diag_logpdf(Var x, Var mu, Var logvar) {
 
 template <class T> Var Tape<T>::gauss_chol_logpdf(Var x, Var mu, Var L) {
     Node & nd = push(Op::GaussCholLogPdf, {x, mu, L});
-    const M & X = val(x.id);
-    const M & Mu = val(mu.id);
-    const M & Lv = val(L.id);
+    const M & X = val(x.id), & Mu = val(mu.id), & Lv = val(L.id);
     const int n = (int)X.rows();
     const Eigen::Index B = X.cols();
     check(nodes_[L.id].br == n && nodes_[L.id].bc == n && Mu.rows() == n, "gauss_chol_logpdf: sizes differ");
-    check((Mu.cols() == B || Mu.cols() == 1) && (Lv.cols() == B || Lv.cols() == 1), "gauss_chol_logpdf: batch sizes differ");
+    check(broadcasts(Mu.cols(), B) && broadcasts(Lv.cols(), B), "gauss_chol_logpdf: batch sizes differ");
     check(n <= kMaxSmall, "gauss_chol_logpdf: at most 16 dimensions");
     nd.value.resize(1, B);
     nd.aux.resize(n, B); // v = L^{-1} (x - mu), kept for the backward pass
     for (Eigen::Index j = 0; j < B; j++) {
-        CMap<T> Lj(Lv.data() + (Lv.cols() == 1 ? 0 : j) * Lv.rows(), n, n);
+        CMap<T> Lj(col_of(Lv, j), n, n);
         auto v = nd.aux.col(j);
-        v = X.col(j) - Mu.col(Mu.cols() == 1 ? 0 : j);
+        v = X.col(j) - CMap<T>(col_of(Mu, j), n, 1);
         tiny_trsm(Lj.data(), n, v.data(), 1, false);
         T logdet = 0;
         for (int i = 0; i < n; i++) logdet += std::log(Lj(i, i));
@@ -490,11 +486,9 @@ template <class T> Var Tape<T>::fused(FusedBackward<T> back, std::initializer_li
     check(inputs.size() <= (size_t)kMaxFusedInputs, "Tape::fused: too many inputs");
     Node & nd = push(Op::Fused, inputs);
     nd.fused = back;
-    nd.br = br;
-    nd.bc = bc;
     value = &nd.value;
     aux = &nd.aux;
-    return Var{n_ - 1};
+    return shaped(nd, br, bc);
 }
 
 template <class T> void Tape<T>::fail(const std::string & what) {

@@ -65,27 +65,15 @@ PendulumWorld::PendulumWorld(const PendulumParams & params) : p(params) {
     angle = {true, false};
     action_names = {"torque"};
     target_names = {"cos", "sin", "omega"};
+    state_range_keys = {"", "max_speed"};
+    action_range_key = "max_torque";
     default_image_size = 16;
 }
 
-std::vector<std::pair<std::string, double>> PendulumWorld::params() const {
-    return {{"g", p.g}, {"m", p.m}, {"l", p.l}, {"dt", p.dt}, {"max_speed", p.max_speed}, {"max_torque", p.max_torque}};
-}
-
-bool PendulumWorld::set_param(const std::string & key, double v, std::string & err) {
-    double * slot = key == "g" ? &p.g : key == "m" ? &p.m : key == "l" ? &p.l : key == "dt" ? &p.dt
-                  : key == "max_speed" ? &p.max_speed : key == "max_torque" ? &p.max_torque : nullptr;
-    if (!slot) {
-        err = "the pendulum has no parameter '" + key + "' (it has g, m, l, dt, max_speed, max_torque)";
-        return false;
-    }
-    const bool positive = key != "g" && key != "max_torque";
-    if (!std::isfinite(v) || (positive && v <= 0) || (key == "max_torque" && v < 0)) {
-        err = "world parameters must be finite with m, l, dt, max_speed > 0 and max_torque >= 0";
-        return false;
-    }
-    *slot = v;
-    return true;
+std::vector<World::Param> PendulumWorld::param_table() const {
+    return {{"g", &p.g, Range::Finite},       {"m", &p.m, Range::Positive},         {"l", &p.l, Range::Positive},
+            {"dt", &p.dt, Range::Positive},    {"max_speed", &p.max_speed, Range::Positive},
+            {"max_torque", &p.max_torque, Range::NonNegative}};
 }
 
 void PendulumWorld::initial_state(Rng & rng, double * s) const {

@@ -45,13 +45,7 @@ public:
     explicit PendulumWorld(const PendulumParams & params = {});
     PendulumParams p;
 
-    std::vector<std::pair<std::string, double>> params() const override;
-    bool set_param(const std::string & key, double value, std::string & err) override;
-    double action_max(int) const override { return p.max_torque; }
-    double state_max(int i) const override { return i == 0 ? 3.14159265358979323846 : p.max_speed; }
-    std::string state_range_key(int i) const override { return i == 0 ? "" : "max_speed"; }
-    std::string action_range_key() const override { return "max_torque"; }
-    double time_step() const override { return p.dt; }
+    std::vector<Param> param_table() const override;
     void initial_state(Rng & rng, double * s) const override;
     void random_action(Rng & rng, double * u) const override;
     void step(const double * s, const double * u, double * next) const override;

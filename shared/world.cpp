@@ -161,6 +161,46 @@ void render_capsules(const Capsule * caps, int n, int W, float * out) {
     }
 }
 
+std::vector<std::pair<std::string, double>> World::params() const {
+    std::vector<std::pair<std::string, double>> out;
+    for (const Param & q : param_table()) out.emplace_back(q.key, *q.value);
+    return out;
+}
+
+double World::param(const std::string & key) const {
+    for (const Param & q : param_table())
+        if (q.key == key) return *q.value;
+    return 0.0;
+}
+
+bool World::set_param(const std::string & key, double v, std::string & err) {
+    const std::vector<Param> table = param_table();
+    const Param * q = nullptr;
+    std::string keys;
+    for (const Param & e : table) {
+        if (e.key == key) q = &e;
+        keys += (keys.empty() ? "" : ", ") + e.key;
+    }
+    if (!q) {
+        err = "the " + name + " has no parameter '" + key + "' (it has " + keys + ")";
+        return false;
+    }
+    const bool ok = std::isfinite(v) && (q->range == Range::Finite || (q->range == Range::NonNegative && v >= 0) ||
+                                         (q->range == Range::Positive && v > 0) ||
+                                         (q->range == Range::Count && v >= 1 && v <= 1000 && v == std::floor(v)));
+    if (!ok) {
+        const char * what = q->range == Range::Finite ? "a finite number" : q->range == Range::NonNegative ? "finite and >= 0"
+                          : q->range == Range::Positive ? "finite and > 0" : "a whole number from 1 to 1000";
+        err = "the " + name + "'s parameter " + key + " must be " + what + " (got " + double_string(v) + ")";
+        return false;
+    }
+    // the table points at this world's own (non-const) members: writing through it is sound
+    *const_cast<double *>(q->value) = v;
+    return true;
+}
+
+double World::state_max(int i) const { return angle[i] ? 3.14159265358979323846 : param(state_range_keys[i]); }
+
 int World::angles() const {
     int n = 0;
     for (bool a : angle) n += a ? 1 : 0;
@@ -471,7 +511,7 @@ bool dataset_from_safetensors(std::vector<float> && file, size_t size, Dataset &
             err = "tensor 'actions': value " + std::to_string(d.actions[i]) + " at index " + std::to_string(i) +
                   " is far outside the declared torque range +-" + std::to_string(world->action_max(j)) + " (at most " +
                   std::to_string(umax) + " is accepted); fix the data or declare its range in the metadata key '" +
-                  world->action_range_key() + "'";
+                  world->action_range_key + "'";
             return false;
         }
     }
@@ -481,7 +521,7 @@ bool dataset_from_safetensors(std::vector<float> && file, size_t size, Dataset &
         if (std::fabs(d.states[i]) > lim) {
             err = "tensor 'states': " + world->state_names[k] + " = " + std::to_string(d.states[i]) +
                   " at index " + std::to_string(i) + " is far outside the declared range (at most " + std::to_string(lim) +
-                  " is accepted" + (world->angle[k] ? std::string(")") : "; declared by the metadata key '" + world->state_range_key(k) + "')");
+                  " is accepted" + (world->angle[k] ? std::string(")") : "; declared by the metadata key '" + world->state_range_keys[k] + "')");
             return false;
         }
     }

@@ -65,26 +65,40 @@ public:
     std::vector<std::string> target_names;
     int default_image_size = 16;
 
-    // Physical parameters by name (stored in dataset metadata, settable from it).
-    virtual std::vector<std::pair<std::string, double>> params() const = 0;
-    // Returns false and sets err for an unknown key or an unusable value.
-    virtual bool set_param(const std::string & key, double value, std::string & err) = 0;
+    // The ranges of states and actions, by the parameter that sets each: state_range_keys [S]
+    // names it for each component ("" for an angle, whose range is (-pi, pi]), e.g.
+    // "max_speed"; action_range_key for every action, e.g. "max_torque".
+    std::vector<std::string> state_range_keys;
+    std::string action_range_key;
+
+    // The physical parameters (stored in dataset metadata, settable from it), in the order
+    // files list them: each one's key, the member of the world that holds it, and the values
+    // it may take. Every world has "dt" (seconds of simulated time per step) and the range keys.
+    enum class Range { Finite, NonNegative, Positive, Count }; // Count: a whole number, 1 to 1000
+    struct Param {
+        std::string key;
+        const double * value;
+        Range range;
+    };
+    virtual std::vector<Param> param_table() const = 0;
     // A parameter added after files of this world were first written: the value those files,
     // which lack its key, were made with (true), so a loader does not relabel them with today's
     // default. False for a parameter every file carries.
     virtual bool param_before_key(const std::string & key, double & value) const { return false; }
+
+    // The parameters by key, read through param_table().
+    std::vector<std::pair<std::string, double>> params() const;
+    double param(const std::string & key) const; // 0 for a key the world does not have
+    // Sets a parameter; returns false and sets err (naming the key and its range) for an
+    // unknown key or a value outside its range.
+    bool set_param(const std::string & key, double value, std::string & err);
     // u_j is clipped to [-action_max(j), action_max(j)] by step().
-    virtual double action_max(int j) const = 0;
+    double action_max(int j) const { return param(action_range_key); }
     // |s_i| never exceeds this in the world's own sequences (pi for an angle, the velocity
     // clip otherwise): loaded data far outside it is refused (see kDataRangeFactor).
-    virtual double state_max(int i) const = 0;
-    // The metadata key that declares the range of state component i or of the actions
-    // (named in the loader's messages), e.g. "max_speed", "max_torque".
-    virtual std::string state_range_key(int i) const = 0;
-    virtual std::string action_range_key() const = 0;
-
+    double state_max(int i) const;
     // Seconds of simulated time per step (the page runs the world at this rate).
-    virtual double time_step() const = 0;
+    double time_step() const { return param("dt"); }
 
     // The dataset generator's draws: a start state s [S], then per step an action u [U].
     virtual void initial_state(Rng & rng, double * s) const = 0;

@@ -1,5 +1,6 @@
-// Tests for world.h: angle wrapping and the portable sine, dataset limits, the generator's
-// bytes (golden hash), and the dataset file format.
+// Tests for world.h: angle wrapping and the portable sine, the World contract and its
+// parameter table, dataset limits, the generator's bytes (golden hash), and the dataset file
+// format.
 #include "test_util.h"
 
 using namespace ekvae;
@@ -117,6 +118,69 @@ TEST_CASE("generate_dataset: golden hash of a small dataset") {
     std::memcpy(&header, bytes.data(), 8);
     const std::vector<uint8_t> data(bytes.begin() + 8 + (long)header, bytes.end());
     CHECK(fnv1a64(data) == 0x30a44b3a7771cff3ULL);
+}
+
+TEST_CASE("every world keeps the World contract: names per dimension, a parameter table with dt and its range keys") {
+    for (const std::string & name : world_names()) {
+        CAPTURE(name);
+        std::unique_ptr<World> w = make_world(name);
+        REQUIRE(w);
+        CHECK(w->name == name);
+        CHECK((int)w->state_names.size() == w->S);
+        CHECK((int)w->angle.size() == w->S);
+        CHECK((int)w->state_range_keys.size() == w->S);
+        CHECK((int)w->action_names.size() == w->U);
+        CHECK(w->targets() == w->S + w->angles());
+        std::vector<std::string> keys;
+        for (const auto & kv : w->params()) keys.push_back(kv.first);
+        auto has = [&](const std::string & k) { return std::find(keys.begin(), keys.end(), k) != keys.end(); };
+        CHECK(has("dt"));
+        CHECK(w->time_step() == w->param("dt"));
+        CHECK(has(w->action_range_key));
+        CHECK(w->action_max(0) == w->param(w->action_range_key));
+        for (int i = 0; i < w->S; i++) {
+            CHECK(w->angle[i] == w->state_range_keys[i].empty());
+            if (w->angle[i]) {
+                CHECK(w->state_max(i) == doctest::Approx(3.14159265358979));
+            } else {
+                CHECK(has(w->state_range_keys[i]));
+                CHECK(w->state_max(i) == w->param(w->state_range_keys[i]));
+            }
+        }
+        // each parameter can be set to its own value, and the table points at the world's
+        // members (a set is seen by params() and by a clone)
+        std::string err;
+        for (const auto & [key, value] : w->params()) CHECK_MESSAGE(w->set_param(key, value, err), err);
+        REQUIRE(w->set_param("dt", 0.125, err));
+        CHECK(w->time_step() == 0.125);
+        CHECK(w->clone()->time_step() == 0.125);
+    }
+}
+
+TEST_CASE("World::set_param refuses an unknown key and a value outside its range, naming both") {
+    PendulumWorld pw;
+    std::string err;
+    CHECK_FALSE(pw.set_param("mass", 1.0, err));
+    CHECK(err == "the pendulum has no parameter 'mass' (it has g, m, l, dt, max_speed, max_torque)");
+    CHECK_FALSE(pw.set_param("l", -0.5, err));
+    CHECK(err == "the pendulum's parameter l must be finite and > 0 (got -0.5)");
+    CHECK_FALSE(pw.set_param("max_torque", -1, err));
+    CHECK(err.find("max_torque must be finite and >= 0") != std::string::npos);
+    CHECK_FALSE(pw.set_param("g", std::nan(""), err));
+    CHECK(err.find("g must be a finite number") != std::string::npos);
+    CHECK(pw.set_param("g", -9.81, err)); // a finite g of either sign (gravity pulling up)
+    CHECK(pw.p.g == -9.81);
+    CHECK(pw.set_param("max_torque", 0.0, err));
+    CHECK(pw.action_max(0) == 0.0);
+    ArmWorld aw;
+    for (double bad : {0.0, 2.5, 1001.0, -3.0}) {
+        CAPTURE(bad);
+        CHECK_FALSE(aw.set_param("substeps", bad, err));
+        CHECK(err.find("substeps must be a whole number from 1 to 1000") != std::string::npos);
+    }
+    CHECK(aw.set_param("substeps", 1000, err));
+    CHECK(aw.p.substeps == 1000);
+    CHECK(aw.param("no such key") == 0.0);
 }
 
 TEST_CASE("dataset round trip through safetensors bytes") {
