@@ -48,7 +48,7 @@ template <class T, class F> void broadcast_apply(const Mat<T> & a, const Mat<T> 
 bool broadcasts(Eigen::Index c, Eigen::Index B) { return c == B || c == 1; }
 
 // The batch size of a batched op's two operands, each [*, batch] or [*, 1] (broadcast).
-Eigen::Index batch_of(Eigen::Index ca, Eigen::Index cb, const char * what) {
+Eigen::Index checked_batch(Eigen::Index ca, Eigen::Index cb, const char * what) {
     const Eigen::Index nbatch = std::max(ca, cb);
     check(broadcasts(ca, nbatch) && broadcasts(cb, nbatch), what);
     return nbatch;
@@ -81,9 +81,9 @@ template <class T> typename Tape<T>::Node & Tape<T>::push(Op op, std::initialize
     return nd;
 }
 
-template <class T> Var Tape<T>::shaped(Node & nd, int br, int bc) {
-    nd.br = br;
-    nd.bc = bc;
+template <class T> Var Tape<T>::shaped(int br, int bc) {
+    nodes_[n_ - 1].br = br;
+    nodes_[n_ - 1].bc = bc;
     return Var{n_ - 1};
 }
 
@@ -116,7 +116,7 @@ template <class T> Var Tape<T>::constant_ref(const M & v) {
 template <class T> Var Tape<T>::constant_batch(const M & v, int r, int c) {
     check((Eigen::Index)r * c == v.rows(), "constant_batch: rows != r*c");
     constant(v);
-    return shaped(nodes_[n_ - 1], r, c);
+    return shaped(r, c);
 }
 
 template <class T> Var Tape<T>::param(Param<T> & p) {
@@ -312,7 +312,7 @@ template <class T> Var Tape<T>::as_batch(Var a, int r, int c) {
     Node & nd = push(Op::Scale, {a}); // a copy: scale by 1
     nd.scalar = T(1);
     nd.value = val(a.id);
-    return shaped(nd, r, c);
+    return shaped(r, c);
 }
 
 template <class T> Var Tape<T>::bmm(Var a, Var b, bool ta, bool tb) {
@@ -325,13 +325,13 @@ template <class T> Var Tape<T>::bmm(Var a, Var b, bool ta, bool tb) {
     const int k2 = tb ? nb.bc : nb.br, n = tb ? nb.br : nb.bc;
     check(k == k2, "bmm: inner dimensions differ");
     check(A.rows() == (Eigen::Index)na.br * na.bc && B.rows() == (Eigen::Index)nb.br * nb.bc, "bmm: operands are not batches");
-    const Eigen::Index nbatch = batch_of(A.cols(), B.cols(), "bmm: batch sizes differ");
+    const Eigen::Index nbatch = checked_batch(A.cols(), B.cols(), "bmm: batch sizes differ");
     nd.trans_a = ta;
     nd.trans_b = tb;
     nd.value.resize((Eigen::Index)m * n, nbatch);
     for (Eigen::Index j = 0; j < nbatch; j++)
         tiny_gemm(col_of(A, j), na.br, ta, col_of(B, j), nb.br, tb, nd.value.data() + j * nd.value.rows(), m, n, k, false);
-    return shaped(nd, m, n);
+    return shaped(m, n);
 }
 
 template <class T> Var Tape<T>::btranspose(Var a) {
@@ -341,7 +341,7 @@ template <class T> Var Tape<T>::btranspose(Var a) {
     nd.value.resize(A.rows(), A.cols());
     for (Eigen::Index j = 0; j < A.cols(); j++)
         MMap<T>(nd.value.data() + j * A.rows(), na.bc, na.br) = CMap<T>(A.data() + j * A.rows(), na.br, na.bc).transpose();
-    return shaped(nd, na.bc, na.br);
+    return shaped(na.bc, na.br);
 }
 
 template <class T> Var Tape<T>::bdiag(Var v) {
@@ -351,7 +351,7 @@ template <class T> Var Tape<T>::bdiag(Var v) {
     nd.value.setZero(n * n, V.cols());
     for (Eigen::Index j = 0; j < V.cols(); j++)
         for (Eigen::Index i = 0; i < n; i++) nd.value(i * n + i, j) = V(i, j);
-    return shaped(nd, (int)n, (int)n);
+    return shaped((int)n, (int)n);
 }
 
 template <class T> Var Tape<T>::bcholesky(Var a) {
@@ -364,7 +364,7 @@ template <class T> Var Tape<T>::bcholesky(Var a) {
     for (Eigen::Index j = 0; j < A.cols(); j++)
         if (!chol_factor(A.data() + j * A.rows(), n, nd.value.data() + j * A.rows()) && error_.empty())
             error_ = "bcholesky: matrix " + std::to_string(j) + " of the batch is not positive definite";
-    return shaped(nd, n, n);
+    return shaped(n, n);
 }
 
 template <class T> Var Tape<T>::btrisolve(Var L, Var X, bool transpose) {
@@ -375,7 +375,7 @@ template <class T> Var Tape<T>::btrisolve(Var L, Var X, bool transpose) {
     const M & Xv = val(X.id);
     const int n = nl.br, m = nx.bc;
     check(nl.br == nl.bc && nx.br == n, "btrisolve: shapes differ");
-    const Eigen::Index nbatch = batch_of(Lv.cols(), Xv.cols(), "btrisolve: batch sizes differ");
+    const Eigen::Index nbatch = checked_batch(Lv.cols(), Xv.cols(), "btrisolve: batch sizes differ");
     nd.trans_a = transpose;
     nd.value.resize((Eigen::Index)n * m, nbatch);
     for (Eigen::Index j = 0; j < nbatch; j++) {
@@ -383,7 +383,7 @@ template <class T> Var Tape<T>::btrisolve(Var L, Var X, bool transpose) {
         Yj = CMap<T>(col_of(Xv, j), n, m);
         tiny_trsm(col_of(Lv, j), n, Yj.data(), m, transpose);
     }
-    return shaped(nd, n, m);
+    return shaped(n, m);
 }
 
 template <class T> Var Tape<T>::bchol_logdet(Var L) {
@@ -488,7 +488,7 @@ template <class T> Var Tape<T>::fused(FusedBackward<T> back, std::initializer_li
     nd.fused = back;
     value = &nd.value;
     aux = &nd.aux;
-    return shaped(nd, br, bc);
+    return shaped(br, bc);
 }
 
 template <class T> void Tape<T>::fail(const std::string & what) {

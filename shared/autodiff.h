@@ -201,8 +201,8 @@ private:
     std::string error_;
 
     Node & push(Op op, std::initializer_list<Var> inputs);
-    // Sets the small-matrix shape br x bc of nd, the node just recorded, and returns it.
-    Var shaped(Node & nd, int br, int bc);
+    // Sets the small-matrix shape br x bc of the node just recorded and returns it.
+    Var shaped(int br, int bc);
     Var concat(const std::vector<Var> & parts, bool rows); // concat_rows (rows) or concat_cols
     Var binary(Op op, Var a, Var b); // add, sub, mul with broadcasting
     const M & val(int id) const {

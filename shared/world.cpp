@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 
 namespace ekvae {
 
@@ -170,7 +171,7 @@ std::vector<std::pair<std::string, double>> World::params() const {
 double World::param(const std::string & key) const {
     for (const Param & q : param_table())
         if (q.key == key) return *q.value;
-    return 0.0;
+    throw std::invalid_argument("the " + name + " world has no parameter '" + key + "' (its param_table() must list dt and its range keys)");
 }
 
 bool World::set_param(const std::string & key, double v, std::string & err) {
@@ -504,9 +505,12 @@ bool dataset_from_safetensors(std::vector<float> && file, size_t size, Dataset &
         }
     }
     // values far outside the declared ranges (see kDataRangeFactor)
+    std::vector<double> umaxs(U), lims(S);
+    for (int j = 0; j < U; j++) umaxs[j] = kDataRangeFactor * std::max(world->action_max(j), 1e-3);
+    for (int k = 0; k < S; k++) lims[k] = kDataRangeFactor * world->state_max(k);
     for (size_t i = 0; i < d.actions.size(); i++) {
         const int j = (int)(i % (size_t)U);
-        const double umax = kDataRangeFactor * std::max(world->action_max(j), 1e-3);
+        const double umax = umaxs[j];
         if (std::fabs(d.actions[i]) > umax) {
             err = "tensor 'actions': value " + std::to_string(d.actions[i]) + " at index " + std::to_string(i) +
                   " is far outside the declared torque range +-" + std::to_string(world->action_max(j)) + " (at most " +
@@ -517,7 +521,7 @@ bool dataset_from_safetensors(std::vector<float> && file, size_t size, Dataset &
     }
     for (size_t i = 0; i < d.states.size(); i++) {
         const int k = (int)(i % (size_t)S);
-        const double lim = kDataRangeFactor * world->state_max(k);
+        const double lim = lims[k];
         if (std::fabs(d.states[i]) > lim) {
             err = "tensor 'states': " + world->state_names[k] + " = " + std::to_string(d.states[i]) +
                   " at index " + std::to_string(i) + " is far outside the declared range (at most " + std::to_string(lim) +

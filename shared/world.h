@@ -72,8 +72,9 @@ public:
     std::string action_range_key;
 
     // The physical parameters (stored in dataset metadata, settable from it), in the order
-    // files list them: each one's key, the member of the world that holds it, and the values
-    // it may take. Every world has "dt" (seconds of simulated time per step) and the range keys.
+    // files list them: each one's key, the member of this world that holds it (set_param
+    // writes through the pointer, so it must point into the world itself), and the values it
+    // may take. Every world has "dt" (seconds of simulated time per step) and the range keys.
     enum class Range { Finite, NonNegative, Positive, Count }; // Count: a whole number, 1 to 1000
     struct Param {
         std::string key;
@@ -88,7 +89,7 @@ public:
 
     // The parameters by key, read through param_table().
     std::vector<std::pair<std::string, double>> params() const;
-    double param(const std::string & key) const; // 0 for a key the world does not have
+    double param(const std::string & key) const; // throws std::invalid_argument for a key the world does not have
     // Sets a parameter; returns false and sets err (naming the key and its range) for an
     // unknown key or a value outside its range.
     bool set_param(const std::string & key, double value, std::string & err);

@@ -307,6 +307,21 @@ TEST_CASE("ArmWorld: the World interface, parameters and the skeleton") {
     CHECK_FALSE(w->set_param("substeps", 2.5, err));
     CHECK_FALSE(w->set_param("gravity", 9.8, err));
     CHECK(err.find("l1, l2") != std::string::npos);
+    // each key of the parameter table sets the member of ArmParams it names
+    ArmWorld aw;
+    const std::vector<std::pair<std::string, double ArmParams::*>> members = {
+        {"l1", &ArmParams::l1}, {"l2", &ArmParams::l2}, {"m1", &ArmParams::m1}, {"m2", &ArmParams::m2},
+        {"damping", &ArmParams::damping}, {"dt", &ArmParams::dt}, {"substeps", &ArmParams::substeps},
+        {"max_speed", &ArmParams::max_speed}, {"max_torque", &ArmParams::max_torque},
+        {"init_speed", &ArmParams::init_speed}, {"g", &ArmParams::g}, {"stiffness", &ArmParams::stiffness}};
+    REQUIRE(aw.params().size() == members.size());
+    for (size_t i = 0; i < members.size(); i++) {
+        CAPTURE(members[i].first);
+        CHECK(aw.params()[i].first == members[i].first); // the order files list them in
+        const double v = aw.p.*members[i].second + 7;
+        REQUIRE(aw.set_param(members[i].first, v, err));
+        CHECK(aw.p.*members[i].second == v);
+    }
     const double s[4] = {0.0, 0.0, 0, 0};
     std::vector<double> k = w->skeleton(s);
     REQUIRE(k.size() == 6);

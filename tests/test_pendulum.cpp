@@ -117,6 +117,25 @@ TEST_CASE("renderer: values in [0, 1] and the centroid angle follows theta") {
     CHECK(image_angle(zero.data(), 16) == 0.0);
 }
 
+TEST_CASE("PendulumWorld: each key of the parameter table sets the member it names, in the files' order") {
+    PendulumWorld w;
+    const std::vector<std::pair<std::string, double PendulumParams::*>> members = {
+        {"g", &PendulumParams::g}, {"m", &PendulumParams::m}, {"l", &PendulumParams::l}, {"dt", &PendulumParams::dt},
+        {"max_speed", &PendulumParams::max_speed}, {"max_torque", &PendulumParams::max_torque}};
+    REQUIRE(w.params().size() == members.size());
+    std::string err;
+    for (size_t i = 0; i < members.size(); i++) {
+        CAPTURE(members[i].first);
+        CHECK(w.params()[i].first == members[i].first);
+        const double v = w.p.*members[i].second + 7;
+        REQUIRE(w.set_param(members[i].first, v, err));
+        CHECK(w.p.*members[i].second == v);
+    }
+    CHECK(w.time_step() == w.p.dt);
+    CHECK(w.action_max(0) == w.p.max_torque);
+    CHECK(w.state_max(1) == w.p.max_speed);
+}
+
 TEST_CASE("generate_dataset: statistics and consistency") {
     DatasetConfig c;
     c.sequences = 40; c.steps = 64; c.image_size = 16; c.seed = 3;

@@ -147,13 +147,27 @@ TEST_CASE("every world keeps the World contract: names per dimension, a paramete
                 CHECK(w->state_max(i) == w->param(w->state_range_keys[i]));
             }
         }
-        // each parameter can be set to its own value, and the table points at the world's
-        // members (a set is seen by params() and by a clone)
+        // each parameter is its own: setting it (to its value + 1, within every range) changes
+        // that key of params() and no other
         std::string err;
-        for (const auto & [key, value] : w->params()) CHECK_MESSAGE(w->set_param(key, value, err), err);
-        REQUIRE(w->set_param("dt", 0.125, err));
-        CHECK(w->time_step() == 0.125);
-        CHECK(w->clone()->time_step() == 0.125);
+        const std::vector<std::pair<std::string, double>> before = w->params();
+        for (size_t k = 0; k < before.size(); k++) {
+            CAPTURE(before[k].first);
+            REQUIRE_MESSAGE(w->set_param(before[k].first, before[k].second + 1, err), err);
+            const std::vector<std::pair<std::string, double>> after = w->params();
+            REQUIRE(after.size() == before.size());
+            for (size_t i = 0; i < after.size(); i++)
+                CHECK(after[i].second == before[i].second + (i <= k ? 1 : 0));
+        }
+        // a clone has parameters of its own: setting them leaves the original as it was
+        std::unique_ptr<World> c = w->clone();
+        const std::vector<std::pair<std::string, double>> original = w->params();
+        REQUIRE(c->set_param("dt", 0.125, err));
+        CHECK(c->time_step() == 0.125);
+        CHECK(w->params() == original);
+        w.reset();
+        CHECK(c->time_step() == 0.125); // read after the original is gone
+        CHECK_THROWS_AS(c->param("no such key"), std::invalid_argument);
     }
 }
 
@@ -180,7 +194,12 @@ TEST_CASE("World::set_param refuses an unknown key and a value outside its range
     }
     CHECK(aw.set_param("substeps", 1000, err));
     CHECK(aw.p.substeps == 1000);
-    CHECK(aw.param("no such key") == 0.0);
+    CHECK_FALSE(aw.set_param("damping", -1, err));
+    CHECK(err == "the arm's parameter damping must be finite and >= 0 (got -1)");
+    CHECK_FALSE(aw.set_param("l1", 0, err));
+    CHECK(err == "the arm's parameter l1 must be finite and > 0 (got 0)");
+    CHECK_FALSE(aw.set_param("max_speed", INFINITY, err));
+    CHECK(err.find("max_speed must be finite and > 0") != std::string::npos);
 }
 
 TEST_CASE("dataset round trip through safetensors bytes") {
