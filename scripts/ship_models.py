@@ -96,7 +96,9 @@ def main():
     if not all(by_obj.values()):
         sys.exit("ship_models: the study needs evaluated runs of both objectives")
     study = {}
-    omegas = ["r2_omega"] if a.world == "pendulum" else ["r2_omega1", "r2_omega2"]
+    # the linear r2 of each state component that is not an angle (the velocities: r2_omega for the
+    # pendulum, r2_omega1 and r2_omega2 for the arm), from the runs' keys
+    omegas = sorted(k for k in runs[0] if k.startswith("r2_") and not k.startswith(("r2_knn_", "r2_cos", "r2_sin")))
     for o, rs in by_obj.items():
         study[o] = {"seeds": len(rs), "bar_met": sum(1 for r in rs if r["bar"]),
                     "median_angle_err_10": median([r["angle_err_10"] for r in rs]),
