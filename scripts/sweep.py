@@ -56,17 +56,30 @@ BARS = {
             "text": "linear r² of ω1 and of ω2 ≥ 0.8; forecast angle error (mean of both joints) at most 1/3 of "
                     "repeat-last-frame's at 10 steps and 1/2 at 32"},
 }
-METRICS = {
-    "pendulum": ["r2_knn_cos", "r2_knn_sin", "r2_omega", "angle_err_10", "angle_err_32", "elbo", "distortion", "rate", "minutes"],
-    "arm": ["r2_omega1", "r2_omega2", "angle_err_10", "angle_ratio_10", "angle_err_32", "angle_ratio_32", "elbo",
-            "distortion", "rate", "minutes"],
-}
+# The columns of a world's tables: its bar's metrics (each forecast ratio after its error in radians),
+# then the objective's values and the time; its figure's panels: the bar's metrics but k-NN r².
+def table_keys(world):
+    keys = []
+    for k, _, _ in BARS[world]["checks"]:
+        if k.startswith("angle_ratio_"):
+            keys.append("angle_err_" + k[len("angle_ratio_"):])
+        keys.append(k)
+    return keys + ["elbo", "distortion", "rate", "minutes"]
+
+
+def figure_keys(world):
+    return [k for k, _, _ in BARS[world]["checks"] if not k.startswith("r2_knn_")]
+
+
 LABELS = {"r2_knn_cos": "k-NN r² cos", "r2_knn_sin": "k-NN r² sin", "r2_omega": "r² ω", "r2_omega1": "r² ω1",
           "r2_omega2": "r² ω2", "angle_err_10": "angle err @10", "angle_err_32": "angle err @32",
           "angle_ratio_10": "/ baseline @10", "angle_ratio_32": "/ baseline @32", "elbo": "ELBO", "distortion": "D",
           "rate": "R", "minutes": "minutes/run"}
-# the figure's panels and the run used as each setting's median
-FIGURE_KEYS = {"pendulum": ["r2_omega", "angle_err_10", "angle_err_32"], "arm": ["r2_omega1", "r2_omega2", "angle_ratio_10", "angle_ratio_32"]}
+
+
+def label(k):
+    return LABELS.get(k, k.replace("r2_knn_", "k-NN r² ").replace("r2_", "r² "))
+
 
 def die(msg, code=2):
     print(f"sweep: error: {msg}", file=sys.stderr)
@@ -412,7 +425,7 @@ def world_of(preset):
 def results(runs, out, spec_path, world):
     if world not in BARS:
         die(f"no quality bar for world '{world}' (known: {', '.join(BARS)})")
-    metrics, bar = METRICS[world], BARS[world]
+    metrics, bar = table_keys(world), BARS[world]
     rows = []
     for run in runs:
         d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
@@ -438,7 +451,7 @@ def results(runs, out, spec_path, world):
         g = {"setting": setting, "objective": obj, "runs": len(rs), "evaluated": len(ok), "bar_met": sum(1 for r in ok if r["bar"])}
         for k in metrics:
             g[k] = mean_std([r[k] for r in ok if k in r])
-        key = FIGURE_KEYS[world][0]
+        key = figure_keys(world)[0]
         med = sorted(ok, key=lambda r: r[key])
         g[f"median_{key}_run"] = med[(len(med) - 1) // 2]["name"] if med else None
         settings.append(g)
@@ -449,13 +462,13 @@ def results(runs, out, spec_path, world):
         return "n/a" if v[0] is None else f"{v[0]:.{p}f} ± {v[1]:.{p}f}"
     md = [f"# Sweep results: {os.path.relpath(spec_path, TOP) if spec_path.startswith(TOP) else spec_path}", "",
           f"Quality bar ({world}): {bar['text']} (ekvae_eval's fresh test set). Mean ± std over seeds.", "",
-          "| setting | objective | bar met | " + " | ".join(LABELS[k] for k in metrics) + " |",
+          "| setting | objective | bar met | " + " | ".join(label(k) for k in metrics) + " |",
           "|---|---|---|" + "---|" * len(metrics)]
     for g in settings:
         missing = "" if g["evaluated"] == g["runs"] else " (%d missing)" % (g["runs"] - g["evaluated"])
         md.append(f"| {g['setting']} | {g['objective']} | {g['bar_met']} of {g['evaluated']}{missing} | "
                   + " | ".join(ms(g[k], 2 if k == 'minutes' else 3) for k in metrics) + " |")
-    md += ["", "| run | bar | " + " | ".join(LABELS[k] for k in metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    md += ["", "| run | bar | " + " | ".join(label(k) for k in metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for r in rows:
         if r.get("missing"):
             md.append(f"| {r['name']} | missing | " + " | ".join("" for _ in metrics) + " |")
@@ -477,7 +490,7 @@ def figure(settings, rows, out, world):
     except ImportError:
         print("sweep: matplotlib not installed: no figure (apt-get install python3-matplotlib)")
         return
-    keys = FIGURE_KEYS[world]
+    keys = figure_keys(world)
     bound = {k: v for k, _, v in BARS[world]["checks"]}
     labels = [f"{g['setting']}\n{g['objective']}" for g in settings]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), constrained_layout=True)
@@ -493,7 +506,7 @@ def figure(settings, rows, out, world):
         ax.set_xticks(range(len(settings)))
         ax.set_xticklabels(labels, fontsize=7)
         ops = {k: f"{op.replace('>=', '≥').replace('<=', '≤')} {v:.3g}" for k, op, v in BARS[world]["checks"]}
-        ax.set_title(f"{LABELS[k]} (bar {ops[k]})" if k in ops else LABELS[k], fontsize=9)
+        ax.set_title(f"{label(k)} (bar {ops[k]})" if k in ops else label(k), fontsize=9)
     os.makedirs(os.path.join(out, "figures"), exist_ok=True)
     fig.savefig(os.path.join(out, "figures", "metrics.png"), dpi=110)
 
