@@ -7,12 +7,7 @@ bin=$1
 train=$bin/ekvae_train
 eval=$bin/ekvae_eval
 data=$bin/ekvae_data
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-ok() { echo "ok   $*"; pass=$((pass + 1)); }
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
+. "$(dirname "$0")/check.sh"
 tiny=(--restarts 1 --image-size 8 --enc-hidden "[32]" --dec-hidden "[32]" --alpha-hidden "[16]" --K 4
       --train-sequences 16 --test-sequences 4 --batch 4 --window 8 --eval-every 10)
 
@@ -123,5 +118,4 @@ expect_fail 2 "already trained its $((at + 2)) steps: add --steps N" "$train" --
 
 ls -a "$tmp"/*/ 2>/dev/null | grep -q "\.tmp$" && bad "temporary files left behind" || ok "no temporary files left"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

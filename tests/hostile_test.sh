@@ -8,13 +8,9 @@ bin=$(cd "$1" && pwd)
 train=$bin/ekvae_train
 eval=$bin/ekvae_eval
 data=$bin/ekvae_data
-tmp=$(mktemp -d)
-trap 'chmod -R u+w "$tmp"; rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/check.sh"
+trap 'chmod -R u+w "$tmp"; rm -rf "$tmp"' EXIT # it makes read-only folders
 cd "$tmp"
-pass=0
-fail=0
-ok() { echo "ok   $*"; pass=$((pass + 1)); }
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
 C=(--restarts 1 --image-size 8 --enc-hidden "[16]" --dec-hidden "[16]" --alpha-hidden "[8]" --K 2
    --train-sequences 8 --test-sequences 2 --batch 4 --window 8 --eval-every 0 --threads 1)
 # expect STATUS PATTERN CMD...: exit status and a stderr line matching PATTERN, within 20 s
@@ -191,5 +187,4 @@ p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[-3] ^= 0x10; open(p, "wb
 PY
 expect 2 "checksum mismatch" "$train" --resume --out good --steps 2
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -17,18 +17,13 @@ set -u
 bin=$1
 kills=${2:-18}
 train=$bin/ekvae_train
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/check.sh"
 RANDOM=${EKVAE_KILL_SEED:-7}
 steps=${EKVAE_KILL_STEPS:-100000} # long enough that 18 kills land before the end (a tiny step takes ~0.1 ms)
 tail_steps=${EKVAE_KILL_TAIL:-300} # trained after the last kill's checkpoint
 tiny=(--restarts 1 --image-size 8 --enc-hidden "[32]" --dec-hidden "[32]" --alpha-hidden "[16]" --K 4
       --train-sequences 16 --test-sequences 4 --batch 4 --window 8 --eval-every 0 --threads 1
       --checkpoint-minutes 0.01 --log-every 100000)
-pass=0
-fail=0
-ok() { echo "ok   $*"; pass=$((pass + 1)); }
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
 started=$(date +%s%N)
 
 # the step stored in a checkpoint (tensor train.step, I64 [step, rejected]); -1 when absent
@@ -109,5 +104,4 @@ n=$(grep -c '"D"' "$run/train.jsonl")
 [ "$n" -eq $end ] && ok "train.jsonl has one line per step ($end)" || bad "train.jsonl has $n step lines, expected $end"
 
 echo "kill test: $(( ($(date +%s%N) - started) / 1000000 )) ms"
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

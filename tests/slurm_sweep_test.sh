@@ -10,15 +10,10 @@
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 export EKVAE_BIN=$(cd "$1" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-ok() { echo "ok   $*"; pass=$((pass + 1)); }
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
+. "$(dirname "$0")/check.sh"
 sweep() { /usr/bin/python3 "$top/scripts/sweep.py" "$@"; }
 
-"$top/scripts/slurm_local.sh" start || { bad "the local Slurm did not start"; echo "$pass passed, $fail failed"; exit 1; }
+"$top/scripts/slurm_local.sh" start || { bad "the local Slurm did not start"; finish; exit 1; }
 
 tiny='"restarts": 1, "image_size": 8, "enc_hidden": [16], "dec_hidden": [16], "alpha_hidden": [8], "K": 2,
       "train_sequences": 16, "test_sequences": 4, "batch": 4, "window": 8, "eval_every": 0, "threads": 1'
@@ -95,5 +90,4 @@ fi
 st=$(sweep "$tmp/spec.json" --out "$tmp/slurm" --status 2>&1)
 [ "$(echo "$st" | grep -c ': done$')" -eq 4 ] && ok "--status lists the 4 runs as done" || bad "--status: $st"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish
