@@ -28,6 +28,12 @@ world's (the preset's): BARS below.
   --status           the state of DIR's Slurm array (squeue/sacct) and of every run
   --summary          only write DIR/results.* from the runs evaluated so far (nothing is run)
   --task ID          run only run number ID (what each Slurm array task does)
+  --record REC       copy what a study's results rest on into REC, small enough to commit: per
+                     evaluated run its eval.json, config.json, sweep_run.json and train.jsonl
+                     thinned to its non-step lines (probes, restarts), its first and last step
+                     and every 1000th;
+                     then REC/results.*. `--summary --out REC` rewrites the same table from it.
+                     Models and checkpoints stay in DIR.
 
 Needs only Debian's python3 (matplotlib for the figure, when installed).
 """
@@ -394,6 +400,41 @@ def status(runs, out):
 
 # ---- results -------------------------------------------------------------------------------
 
+def record(runs, out, rec, every=1000):
+    """Copies the evaluated runs' small files into rec (the layout of out) and thins their logs."""
+    n = 0
+    for run in runs:
+        rel = os.path.join("runs", run["setting"], f"{run['objective']}-s{run['seed']}")
+        d, r = os.path.join(out, rel), os.path.join(rec, rel)
+        if not os.path.exists(os.path.join(d, "eval.json")):
+            continue
+        os.makedirs(r, exist_ok=True)
+        for name in ("eval.json", "config.json", "sweep_run.json"):
+            if os.path.exists(os.path.join(d, name)):
+                shutil.copy(os.path.join(d, name), os.path.join(r, name + ".part"))
+                os.replace(os.path.join(r, name + ".part"), os.path.join(r, name))
+        log = os.path.join(d, "train.jsonl")
+        if os.path.exists(log):
+            with open(log) as f, open(os.path.join(r, "train.jsonl.part"), "w") as g:
+                first, last = True, None
+                for line in f:
+                    try:
+                        e = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut by a kill
+                    step = "D" in e  # a training step's line (the others: probes, restarts)
+                    keep = not step or first or e.get("step", 0) % every == 0
+                    if keep:
+                        g.write(line)
+                    if step:
+                        first, last = False, None if keep else line
+                if last:
+                    g.write(last)
+            os.replace(os.path.join(r, "train.jsonl.part"), os.path.join(r, "train.jsonl"))
+        n += 1
+    print(f"sweep: recorded {n} evaluated run(s) of {len(runs)} into {rec}")
+
+
 def metrics_of(e):
     fa, ba = e["forecast_angle_err"], e["baseline_angle_err"]
     m = {"angle_err_10": fa["10"], "angle_err_32": fa["32"], "angle_ratio_10": fa["10"] / ba["10"],
@@ -455,7 +496,8 @@ def results(runs, out, spec_path, world):
         med = sorted(ok, key=lambda r: r[key])
         g[f"median_{key}_run"] = med[(len(med) - 1) // 2]["name"] if med else None
         settings.append(g)
-    res = {"spec": os.path.abspath(spec_path), "world": world, "bar": bar["checks"], "settings": settings, "runs": rows}
+    spec_abs = os.path.abspath(spec_path)
+    res = {"spec": os.path.relpath(spec_abs, TOP) if spec_abs.startswith(TOP + os.sep) else spec_abs, "world": world, "bar": bar["checks"], "settings": settings, "runs": rows}
     write_json(os.path.join(out, "results.json"), res)
 
     def ms(v, p=3):
@@ -522,12 +564,19 @@ def main():
     ap.add_argument("--status", action="store_true")
     ap.add_argument("--summary", action="store_true", help="only write results.md/json from the runs evaluated so far")
     ap.add_argument("--task", type=int)
+    ap.add_argument("--record", metavar="REC", help="copy the evaluated runs' small files (eval, config, thinned log) into REC and write REC/results.*")
     a = ap.parse_args()
     spec = load_spec(a.spec)
     runs = expand(spec)
     os.makedirs(a.out, exist_ok=True)
     if a.status:
         status(runs, a.out)
+        return 0
+    if a.record:
+        if os.path.abspath(a.record) == os.path.abspath(a.out):
+            die("--record REC must be another folder than --out")
+        record(runs, a.out, a.record)
+        results(runs, a.record, a.spec, world_of(spec.get("preset", "pendulum")))
         return 0
     if a.summary:
         results(runs, a.out, a.spec, world_of(spec.get("preset", "pendulum")))

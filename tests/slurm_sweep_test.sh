@@ -52,6 +52,33 @@ def strip(p):
 sys.exit(0 if strip(sys.argv[1]) == strip(sys.argv[2]) else 1)
 PY
 
+# 2a. --record: the small files a study's table rests on, in a folder of their own (to commit)
+sweep "$tmp/spec.json" --out "$tmp/local" --record "$tmp/rec" >"$tmp/rec.txt" 2>&1 || bad "--record: $(tail -n 5 "$tmp/rec.txt")"
+n=0
+for d in "$tmp"/local/runs/default/*/; do
+  r=$tmp/rec/runs/default/$(basename "$d")
+  cmp -s "$d/eval.json" "$r/eval.json" && cmp -s "$d/config.json" "$r/config.json" && [ ! -e "$r/model.safetensors" ] &&
+    /usr/bin/python3 - "$d/train.jsonl" "$r/train.jsonl" <<'PY' && n=$((n + 1))
+import json, sys
+full, kept = (open(p).read().splitlines() for p in sys.argv[1:])
+steps = [l for l in full if "D" in json.loads(l)]
+# the record keeps every line that is not a training step, and of the steps the first, the last
+# and every 1000th (none of these 50)
+sys.exit(0 if len(steps) == 50 and kept == [l for l in full if l not in steps or l in (steps[0], steps[-1])] else 1)
+PY
+done
+[ $n -eq 4 ] && ok "--record: 4 runs' eval.json and config.json copied, logs thinned, no models" || bad "--record copied $n of 4 runs"
+sweep "$tmp/spec.json" --out "$tmp/rec" --summary >/dev/null 2>&1
+/usr/bin/python3 - "$tmp/local/results.json" "$tmp/rec/results.json" <<'PY' && ok "--summary on the record: the sweep's table" || bad "--summary on the record differs"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+for r in a["runs"] + b["runs"]:
+    r.pop("dir")
+sys.exit(0 if (a["runs"], a["settings"]) == (b["runs"], b["settings"]) else 1)
+PY
+out=$(sweep "$tmp/spec.json" --out "$tmp/local" --record "$tmp/local" 2>&1)
+[ $? -eq 2 ] && echo "$out" | grep -q "another folder" && ok "--record into the sweep's own folder: refused, exit 2" || bad "--record REC = DIR: $out"
+
 # 2b. what a sweep refuses: a run whose checkpoint is at its planned step without a model (it
 #     evaluated an older model or failed on every re-run until 2026-12-07), and a time-limited spec
 r=$tmp/local/runs/default/elbo-s1
