@@ -187,6 +187,26 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
+def cpu_description():
+    """'MODEL, N cores, ISA' of this machine (from /proc/cpuinfo), e.g. 'AMD EPYC, 2 cores, avx2 fma'."""
+    model, flags, n = "?", set(), 0
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                k = k.strip()
+                if k == "processor":
+                    n += 1
+                elif k == "model name":
+                    model = v.strip()
+                elif k == "flags":
+                    flags = set(v.split())
+    except OSError:
+        pass
+    isa = [x for x in ("avx2", "fma", "avx512f", "avx512_bf16") if x in flags]
+    return f"{model}, {n} cores, {' '.join(isa) or 'no AVX2'}"
+
+
 def run_one(run, out, spec, train, ev):
     """Trains (or resumes) and evaluates one run. Returns (ok, message)."""
     d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
@@ -226,6 +246,11 @@ def run_one(run, out, spec, train, ev):
         if cmd:
             lf.write("$ " + " ".join(cmd) + "\n")
             lf.flush()
+            # the build is -march=native: the same seed trains to other numbers on a CPU with other
+            # vector instructions (AVX-512 or not), so a run records each CPU it trained on
+            cpus = meta.setdefault("cpus", [])
+            if cpu_description() not in cpus:
+                cpus.append(cpu_description())
             rc = subprocess.run(cmd, stdout=lf, stderr=lf).returncode
             meta["seconds"] = meta.get("seconds", 0) + time.time() - t0
             write_json(meta_path, meta)

@@ -52,6 +52,11 @@ def strip(p):
 sys.exit(0 if strip(sys.argv[1]) == strip(sys.argv[2]) else 1)
 PY
 
+/usr/bin/python3 - "$tmp"/local/runs/default/*/sweep_run.json <<'PY' && ok "each run records the CPU it trained on (the build is -march=native)" || bad "sweep_run.json without its CPU"
+import json, sys
+sys.exit(0 if all(len(json.load(open(p)).get("cpus", [])) == 1 and " cores, " in json.load(open(p))["cpus"][0] for p in sys.argv[1:]) else 1)
+PY
+
 # 2a. --record: the small files a study's table rests on, in a folder of their own (to commit)
 sweep "$tmp/spec.json" --out "$tmp/local" --record "$tmp/rec" >"$tmp/rec.txt" 2>&1 || bad "--record: $(tail -n 5 "$tmp/rec.txt")"
 n=0
