@@ -27,6 +27,9 @@ world's (the preset's): BARS below.
                      task's output in DIR/slurm/task-ID.out/.err; waits unless --no-wait
   --status           the state of DIR's Slurm array (squeue/sacct) and of every run
   --summary          only write DIR/results.* from the runs evaluated so far (nothing is run)
+                     (a run folder that lost its files may hold recorded.json instead of
+                     eval.json: {"metrics": {...}, "source": "where the values were written
+                     down"}; its row is marked "(recorded)" and names the source)
   --task ID          run only run number ID (what each Slurm array task does)
   --record REC       copy what a study's results rest on into REC, small enough to commit: per
                      evaluated run its eval.json, config.json, sweep_run.json and train.jsonl
@@ -431,10 +434,10 @@ def record(runs, out, rec, every=1000):
     for run in runs:
         rel = os.path.join("runs", run["setting"], f"{run['objective']}-s{run['seed']}")
         d, r = os.path.join(out, rel), os.path.join(rec, rel)
-        if not os.path.exists(os.path.join(d, "eval.json")):
+        if not os.path.exists(os.path.join(d, "eval.json")) and not os.path.exists(os.path.join(d, "recorded.json")):
             continue
         os.makedirs(r, exist_ok=True)
-        for name in ("eval.json", "config.json", "sweep_run.json"):
+        for name in ("eval.json", "recorded.json", "config.json", "sweep_run.json"):
             if os.path.exists(os.path.join(d, name)):
                 shutil.copy(os.path.join(d, name), os.path.join(r, name + ".part"))
                 os.replace(os.path.join(r, name + ".part"), os.path.join(r, name))
@@ -497,8 +500,15 @@ def results(runs, out, spec_path, world):
         d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
         row = {"name": run["name"], "setting": run["setting"], "objective": run["objective"], "seed": run["seed"], "dir": d}
         try:
-            with open(os.path.join(d, "eval.json")) as f:
-                row.update(metrics_of(json.load(f)))
+            if not os.path.exists(os.path.join(d, "eval.json")) and os.path.exists(os.path.join(d, "recorded.json")):
+                # a run whose folder was lost: the values written down when it was evaluated
+                with open(os.path.join(d, "recorded.json")) as f:
+                    rec = json.load(f)
+                row.update(rec["metrics"])
+                row["recorded"] = rec["source"]
+            else:
+                with open(os.path.join(d, "eval.json")) as f:
+                    row.update(metrics_of(json.load(f)))
             row["bar"] = meets_bar(row, world)
         except (OSError, ValueError, KeyError):
             row["missing"] = True
@@ -540,8 +550,9 @@ def results(runs, out, spec_path, world):
         if r.get("missing"):
             md.append(f"| {r['name']} | missing | " + " | ".join("" for _ in metrics) + " |")
             continue
-        md.append(f"| {r['name']} | {'yes' if r['bar'] else 'no'} | " +
+        md.append(f"| {r['name']}{' (recorded)' if 'recorded' in r else ''} | {'yes' if r['bar'] else 'no'} | " +
                   " | ".join((f"{r[k]:.2f}" if k == "minutes" else f"{r[k]:.3f}") if k in r else "" for k in metrics) + " |")
+    md += [f"\n{r['name']} (recorded): {r['recorded']}" for r in rows if "recorded" in r]
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     figure(settings, rows, out, world)

@@ -81,6 +81,22 @@ for r in a["runs"] + b["runs"]:
     r.pop("dir")
 sys.exit(0 if (a["runs"], a["settings"]) == (b["runs"], b["settings"]) else 1)
 PY
+# a run that lost its files, with the values written down when it was evaluated (recorded.json)
+r=$tmp/rec/runs/default/elbo-s1
+/usr/bin/python3 - "$r" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+json.dump({"metrics": {"r2_knn_cos": 0.99, "r2_knn_sin": 0.99, "r2_omega": 0.95, "angle_err_10": 0.1, "angle_err_32": 0.2},
+           "source": "a test note"}, open(d + "/recorded.json", "w"))
+os.remove(d + "/eval.json")
+PY
+sweep "$tmp/spec.json" --out "$tmp/rec" --summary >/dev/null 2>&1
+/usr/bin/python3 - "$tmp/rec/results.json" <<'PY' && grep -q "elbo-s1 (recorded): a test note" "$tmp/rec/results.md" &&
+import json, sys
+r = next(x for x in json.load(open(sys.argv[1]))["runs"] if x["name"] == "default/elbo-s1")
+sys.exit(0 if r.get("recorded") == "a test note" and r["r2_omega"] == 0.95 and not r.get("missing") and r["bar"] is True else 1)
+PY
+  ok "a lost run's recorded.json: its values in the table, marked (recorded) with their source" || bad "recorded.json not used"
 out=$(sweep "$tmp/spec.json" --out "$tmp/local" --record "$tmp/local" 2>&1)
 [ $? -eq 2 ] && echo "$out" | grep -q "another folder" && ok "--record into the sweep's own folder: refused, exit 2" || bad "--record REC = DIR: $out"
 
