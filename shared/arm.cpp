@@ -210,6 +210,8 @@ ArmWorld::ArmWorld(const ArmParams & params) : p(params) {
     state_range_keys = {"", "", "max_speed", "max_speed"};
     action_range_key = "max_torque";
     default_image_size = 24;
+    rest = {kPi, 0.0, 0.0, 0.0};        // both links hanging down (theta2 is relative to link 1)
+    demo_start = {0.6, -0.9, 0.0, 1.0}; // link 1 near upright, bent at the elbow, the elbow moving
 }
 
 std::vector<World::Param> ArmWorld::param_table() const {

@@ -68,6 +68,8 @@ PendulumWorld::PendulumWorld(const PendulumParams & params) : p(params) {
     state_range_keys = {"", "max_speed"};
     action_range_key = "max_torque";
     default_image_size = 16;
+    rest = {kPi, 0.0};        // hanging down
+    demo_start = {kPi, 1.0};  // hanging down with a small push
 }
 
 std::vector<World::Param> PendulumWorld::param_table() const {

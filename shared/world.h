@@ -64,6 +64,9 @@ public:
     // component its value. Pendulum: cos, sin, omega (the keys of metrics.json).
     std::vector<std::string> target_names;
     int default_image_size = 16;
+    // rest [S]: where the world settles without torque (a fixed point of step() under u = 0);
+    // the page centres each angle's plot on it. demo_start [S]: the page's first state.
+    std::vector<double> rest, demo_start;
 
     // The ranges of states and actions, by the parameter that sets each: state_range_keys [S]
     // names it for each component ("" for an angle, whose range is (-pi, pi]), e.g.

@@ -131,6 +131,23 @@ TEST_CASE("every world keeps the World contract: names per dimension, a paramete
         CHECK((int)w->state_range_keys.size() == w->S);
         CHECK((int)w->action_names.size() == w->U);
         CHECK(w->targets() == w->S + w->angles());
+        // rest is where the world settles without torque: it stays there, and a state nudged
+        // off it stays near it (upright is a fixed point too, but falls); demo_start is a state
+        REQUIRE((int)w->rest.size() == w->S);
+        REQUIRE((int)w->demo_start.size() == w->S);
+        for (double nudge : {0.0, 0.05}) {
+            CAPTURE(nudge);
+            std::vector<double> s = w->rest, u(w->U, 0.0);
+            for (int i = 0; i < w->S; i++) s[i] += w->angle[i] ? nudge : 0.0;
+            double off = 0.0; // the largest distance from rest over 10 s
+            for (int t = 0; t * w->time_step() < 10.0; t++) {
+                w->step(s.data(), u.data(), s.data());
+                for (int i = 0; i < w->S; i++)
+                    off = std::max(off, std::abs(w->angle[i] ? wrap_angle(s[i] - w->rest[i]) : s[i] - w->rest[i]));
+            }
+            CHECK(off <= (nudge == 0.0 ? 1e-9 : 0.5));
+        }
+        for (int i = 0; i < w->S; i++) CHECK(std::abs(w->demo_start[i]) <= w->state_max(i));
         std::vector<std::string> keys;
         for (const auto & kv : w->params()) keys.push_back(kv.first);
         auto has = [&](const std::string & k) { return std::find(keys.begin(), keys.end(), k) != keys.end(); };

@@ -136,11 +136,17 @@ void draw_time_plot(App & app, int k, int comp, ImVec2 p0, ImVec2 size, bool sho
     const double dt = w.time_step();
     const double tmin = -kPastSteps * dt, tmax = std::max(H, 1) * dt;
     const double vmax = w.state_max(comp);
-    // angles: 0 .. 2 pi with pi in the middle (the pendulum hanging down); velocities: +-max
-    const double ylo = angle ? 0.0 : -vmax, yhi = angle ? 2 * kPi : vmax;
+    // an angle: a turn centred on where the world rests (the pendulum and the arm's link 1 hang at
+    // pi, its elbow rests at 0); a velocity: +-max
+    const double mid = angle ? w.rest[comp] : 0.0;
+    const double ylo = angle ? mid - kPi : -vmax, yhi = angle ? mid + kPi : vmax;
     auto X = [&](double tt) { return q0.x + (float)((tt - tmin) / (tmax - tmin)) * (q1.x - q0.x); };
     auto Y = [&](double a) { return q1.y - (float)((a - ylo) / (yhi - ylo)) * (q1.y - q0.y); };
-    const char * alab[5] = {"0", "pi/2", "pi", "-pi/2", "0"};
+    // an angle's grid lines are quarter turns: named by their value wrapped to (-pi, pi]
+    auto angle_label = [](double a) {
+        const double q = ekvae::wrap_angle(a) / (0.5 * kPi);
+        return q > 1.5 ? "pi" : q > 0.5 ? "pi/2" : q > -0.5 ? "0" : q > -1.5 ? "-pi/2" : "pi";
+    };
     // label every grid line, every other one, or only the middle one: as many as fit (compare mode's small plots)
     const float spacing = (q1.y - q0.y) / 4;
     const int every = spacing >= 1.05f * th ? 1 : 2 * spacing >= 1.05f * th ? 2 : 4;
@@ -151,7 +157,7 @@ void draw_time_plot(App & app, int k, int comp, ImVec2 p0, ImVec2 size, bool sho
         char b[16];
         std::snprintf(b, sizeof b, "%+.0f", -vmax + i * vmax / 2);
         if (i == 2) std::snprintf(b, sizeof b, "0");
-        if ((i - 2) % every == 0) text_right(dl, ImVec2(q0.x - 4, ty), kDim, angle ? alab[i] : b);
+        if ((i - 2) % every == 0) text_right(dl, ImVec2(q0.x - 4, ty), kDim, angle ? angle_label(ylo + i * 0.5 * kPi) : b);
     }
     for (double tt = std::ceil(tmin); tt <= tmax + 1e-9; tt += 1.0) {
         const float x = X(tt);

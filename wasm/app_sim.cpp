@@ -335,13 +335,7 @@ bool app_set_world(App & app, const std::string & name, std::string & err) {
     return true;
 }
 
-std::vector<double> app_start_state(const App & app) {
-    // the pendulum hanging down with a small push; the arm bent a little, the elbow moving
-    if (app.world->name == "pendulum") return {kPi, 1.0};
-    std::vector<double> s(app.world->S, 0.0);
-    for (int i = 0; i < app.world->S; i++) s[i] = app.world->angle[i] ? (i == 0 ? 0.6 : -0.9) : (i == app.world->S - 1 ? 1.0 : 0.0);
-    return s;
-}
+std::vector<double> app_start_state(const App & app) { return app.world->demo_start; }
 
 void app_reset(App & app, const std::vector<double> & s) {
     const ekvae::World & w = *app.world;
