@@ -192,7 +192,9 @@ bool no_model_yet(App & app) {
 void draw_latent_panel(App & app) {
     if (no_model_yet(app)) return;
     const int ns = n_streams(app);
+    ImGui::PushTextWrapPos(0.f); // the arm's axes name does not fit one line of a narrow panel
     ImGui::TextDisabled("filtered z, last %.0f s; axes: %s", 300 * app.world->time_step(), projection_name(app, app.projection).c_str());
+    ImGui::PopTextWrapPos();
     const ImVec2 p0 = ImGui::GetCursorScreenPos();
     const ImVec2 avail = ImGui::GetContentRegionAvail();
     const float gap = 8.f;

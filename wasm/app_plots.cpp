@@ -166,7 +166,8 @@ void draw_time_plot(App & app, int k, int comp, ImVec2 p0, ImVec2 size, bool sho
             char b[16];
             std::snprintf(b, sizeof b, "%+.0f s", tt);
             if (tt == 0) std::snprintf(b, sizeof b, "now");
-            text_at(dl, ImVec2(x - 0.5f * ImGui::CalcTextSize(b).x, q1.y + 1), kDim, b);
+            const float wl = ImGui::CalcTextSize(b).x; // centred on its line, kept inside the plot's panel
+            text_at(dl, ImVec2(std::min(x - 0.5f * wl, p0.x + size.x - wl), q1.y + 1), kDim, b);
         }
     }
     dl->PushClipRect(q0, q1, true);
