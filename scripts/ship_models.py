@@ -120,7 +120,7 @@ def main():
                   f"median angle error at 32 steps {st['median_angle_err_32']:.2f} rad)")
         study[o]["shipped_seed"] = r["seed"]
         study[o]["record"] = record
-        ship(r["dir"], o, record, a.world)
+        ship(os.path.join(TOP, r["dir"]), o, record, a.world)  # dir: relative to the repository or absolute
     study["source"] = os.path.relpath(os.path.join(a.study, "results.json"), TOP)
     name = "study.json" if a.world == "pendulum" else f"{a.world}.study.json"
     with open(os.path.join(models, name), "w") as f:

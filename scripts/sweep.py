@@ -191,7 +191,8 @@ def write_json(path, obj):
 
 
 def cpu_description():
-    """'MODEL, N cores, ISA' of this machine (from /proc/cpuinfo), e.g. 'AMD EPYC, 2 cores, avx2 fma'."""
+    """'MODEL, N CPUs, ISA' of this machine (from /proc/cpuinfo: N counts its logical CPUs, not those
+    a job was given), e.g. 'AMD EPYC, 2 CPUs, avx2 fma'."""
     model, flags, n = "?", set(), 0
     try:
         with open("/proc/cpuinfo") as f:
@@ -207,7 +208,7 @@ def cpu_description():
     except OSError:
         pass
     isa = [x for x in ("avx2", "fma", "avx512f", "avx512_bf16") if x in flags]
-    return f"{model}, {n} cores, {' '.join(isa) or 'no AVX2'}"
+    return f"{model}, {n} CPUs, {' '.join(isa) or 'no AVX2'}"
 
 
 def run_one(run, out, spec, train, ev):
@@ -254,6 +255,7 @@ def run_one(run, out, spec, train, ev):
             cpus = meta.setdefault("cpus", [])
             if cpu_description() not in cpus:
                 cpus.append(cpu_description())
+                write_json(meta_path, meta)  # now: a task killed mid-run still names this CPU
             rc = subprocess.run(cmd, stdout=lf, stderr=lf).returncode
             meta["seconds"] = meta.get("seconds", 0) + time.time() - t0
             write_json(meta_path, meta)
@@ -443,21 +445,20 @@ def record(runs, out, rec, every=1000):
                 os.replace(os.path.join(r, name + ".part"), os.path.join(r, name))
         log = os.path.join(d, "train.jsonl")
         if os.path.exists(log):
-            with open(log) as f, open(os.path.join(r, "train.jsonl.part"), "w") as g:
-                first, last = True, None
+            lines = []  # (text without its newline, is a training step's line, step)
+            with open(log) as f:
                 for line in f:
                     try:
                         e = json.loads(line)
                     except ValueError:
                         continue  # a line cut by a kill
-                    step = "D" in e  # a training step's line (the others: probes, restarts)
-                    keep = not step or first or e.get("step", 0) % every == 0
-                    if keep:
-                        g.write(line)
-                    if step:
-                        first, last = False, None if keep else line
-                if last:
-                    g.write(last)
+                    lines.append((line.rstrip("\n"), "D" in e, e.get("step", 0)))  # the others: probes, restarts
+            steps = [i for i, (_, is_step, _) in enumerate(lines) if is_step]
+            ends = {steps[0], steps[-1]} if steps else set()
+            with open(os.path.join(r, "train.jsonl.part"), "w") as g:
+                for i, (text, is_step, step) in enumerate(lines):
+                    if not is_step or i in ends or step % every == 0:
+                        g.write(text + "\n")
             os.replace(os.path.join(r, "train.jsonl.part"), os.path.join(r, "train.jsonl"))
         n += 1
     print(f"sweep: recorded {n} evaluated run(s) of {len(runs)} into {rec}")
@@ -498,13 +499,18 @@ def results(runs, out, spec_path, world):
     rows = []
     for run in runs:
         d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
-        row = {"name": run["name"], "setting": run["setting"], "objective": run["objective"], "seed": run["seed"], "dir": d}
+        d_abs = os.path.abspath(d)
+        row = {"name": run["name"], "setting": run["setting"], "objective": run["objective"], "seed": run["seed"],
+               "dir": os.path.relpath(d_abs, TOP) if d_abs.startswith(TOP + os.sep) else d_abs}
         try:
             if not os.path.exists(os.path.join(d, "eval.json")) and os.path.exists(os.path.join(d, "recorded.json")):
                 # a run whose folder was lost: the values written down when it was evaluated
                 with open(os.path.join(d, "recorded.json")) as f:
                     rec = json.load(f)
-                row.update(rec["metrics"])
+                lacking = [k for k, _, _ in BARS[world]["checks"] if k not in rec["metrics"]]
+                if lacking:
+                    die(f"{d}/recorded.json lacks the quality bar's {', '.join(lacking)}: add them, or remove the file")
+                row.update({k: v for k, v in rec["metrics"].items() if k not in row})
                 row["recorded"] = rec["source"]
             else:
                 with open(os.path.join(d, "eval.json")) as f:
@@ -552,7 +558,7 @@ def results(runs, out, spec_path, world):
             continue
         md.append(f"| {r['name']}{' (recorded)' if 'recorded' in r else ''} | {'yes' if r['bar'] else 'no'} | " +
                   " | ".join((f"{r[k]:.2f}" if k == "minutes" else f"{r[k]:.3f}") if k in r else "" for k in metrics) + " |")
-    md += [f"\n{r['name']} (recorded): {r['recorded']}" for r in rows if "recorded" in r]
+    md += [f"\n{r['name']} (recorded): {r['recorded']}" for r in rows if "recorded" in r and not r.get("missing")]
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     figure(settings, rows, out, world)

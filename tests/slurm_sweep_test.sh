@@ -54,7 +54,7 @@ PY
 
 /usr/bin/python3 - "$tmp"/local/runs/default/*/sweep_run.json <<'PY' && ok "each run records the CPU it trained on (the build is -march=native)" || bad "sweep_run.json without its CPU"
 import json, sys
-sys.exit(0 if all(len(json.load(open(p)).get("cpus", [])) == 1 and " cores, " in json.load(open(p))["cpus"][0] for p in sys.argv[1:]) else 1)
+sys.exit(0 if all(len(json.load(open(p)).get("cpus", [])) == 1 and " CPUs, " in json.load(open(p))["cpus"][0] for p in sys.argv[1:]) else 1)
 PY
 
 # 2a. --record: the small files a study's table rests on, in a folder of their own (to commit)
@@ -73,6 +73,27 @@ sys.exit(0 if len(steps) == 50 and kept == [l for l in full if l not in steps or
 PY
 done
 [ $n -eq 4 ] && ok "--record: 4 runs' eval.json and config.json copied, logs thinned, no models" || bad "--record copied $n of 4 runs"
+# the thinning rule on a log with everything in it: 2,500 steps, a probe every 700, restarts'
+# start_done lines, a probe after the last step (which is no 1000th), a line cut by a kill and
+# a last line without its newline
+/usr/bin/python3 - "$top/scripts" "$tmp/thin" >/dev/null <<'PY' && ok "--record's thinning: non-step lines, first, last and every 1000th step, in order, one per line" || bad "--record thins a log wrongly"
+import json, os, sys
+sys.path.insert(0, sys.argv[1]); import sweep
+out = sys.argv[2]; d = os.path.join(out, "runs", "default", "elbo-s0"); os.makedirs(d)
+json.dump({}, open(os.path.join(d, "eval.json"), "w"))
+lines = []
+for t in range(1, 2501):
+    lines.append(json.dumps({"D": 1.0, "R": 0.5, "start": 0, "step": t}))
+    if t % 700 == 0: lines.append(json.dumps({"probe": {"r2_omega": 0.5}, "step": t}))
+    if t == 1200: lines.append(json.dumps({"heldout": {"D": 1.0}, "start_done": 0, "step": t}))
+    if t == 1500: lines.append('{"D": 1.0, "R": 0.5, "st')  # cut by a kill
+lines.append(json.dumps({"probe": {"r2_omega": 0.6}, "step": 2500}))
+open(os.path.join(d, "train.jsonl"), "w").write("\n".join(lines))  # no newline after the last
+sweep.record([{"setting": "default", "objective": "elbo", "seed": 0}], out, os.path.join(out, "rec"))
+got = open(os.path.join(out, "rec", "runs", "default", "elbo-s0", "train.jsonl")).read()
+want = [l for l in lines if not l.endswith('"st') and ("D" not in json.loads(l) or json.loads(l)["step"] in (1, 1000, 2000, 2500))]
+sys.exit(0 if got == "\n".join(want) + "\n" and len(want) == 4 + 1 + 4 else 1)
+PY
 sweep "$tmp/spec.json" --out "$tmp/rec" --summary >/dev/null 2>&1
 /usr/bin/python3 - "$tmp/local/results.json" "$tmp/rec/results.json" <<'PY' && ok "--summary on the record: the sweep's table" || bad "--summary on the record differs"
 import json, sys
@@ -97,6 +118,10 @@ r = next(x for x in json.load(open(sys.argv[1]))["runs"] if x["name"] == "defaul
 sys.exit(0 if r.get("recorded") == "a test note" and r["r2_omega"] == 0.95 and not r.get("missing") and r["bar"] is True else 1)
 PY
   ok "a lost run's recorded.json: its values in the table, marked (recorded) with their source" || bad "recorded.json not used"
+echo '{"metrics": {"r2_omega": 0.95}, "source": "a note without the bar'"'"'s other keys"}' > "$r/recorded.json"
+out=$(sweep "$tmp/spec.json" --out "$tmp/rec" --summary 2>&1)
+[ $? -eq 2 ] && echo "$out" | grep -q "lacks the quality bar's r2_knn_cos" && ok "a recorded.json without the bar's keys: refused, naming them, exit 2" \
+  || bad "recorded.json without the bar's keys: $out"
 out=$(sweep "$tmp/spec.json" --out "$tmp/local" --record "$tmp/local" 2>&1)
 [ $? -eq 2 ] && echo "$out" | grep -q "another folder" && ok "--record into the sweep's own folder: refused, exit 2" || bad "--record REC = DIR: $out"
 
