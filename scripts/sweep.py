@@ -31,6 +31,9 @@ world's (the preset's): BARS below.
                      eval.json: {"metrics": {...}, "source": "where the values were written
                      down"}; its row is marked "(recorded)" and names the source)
   --task ID          run only run number ID (what each Slurm array task does)
+  --only A,B,...     (local) run only these runs, in this order: OBJECTIVE-sSEED (in every
+                     setting) or SETTING/OBJECTIVE-sSEED, e.g. --only elbo-s1,constrained-s4;
+                     the summary still lists the whole grid
   --record REC       copy what a study's results rest on into REC, small enough to commit: per
                      evaluated run its eval.json, config.json, sweep_run.json and train.jsonl
                      thinned to its non-step lines (probes, restarts), its first and last step
@@ -157,6 +160,18 @@ def expand(spec):
                 runs.append({"index": len(runs), "setting": setting, "objective": obj, "seed": seed,
                              "name": f"{setting}/{obj}-s{seed}", "flags": flags})
     return runs
+
+
+def select(runs, only):
+    """The runs --only names, in its order: each name is OBJECTIVE-sSEED (every setting's) or a full
+    SETTING/OBJECTIVE-sSEED."""
+    picked = []
+    for name in [x.strip() for x in only.split(",") if x.strip()]:
+        hit = [r for r in runs if name in (r["name"], r["name"].split("/", 1)[1])]
+        if not hit:
+            die(f"--only: the spec has no run '{name}' (its runs: {', '.join(r['name'] for r in runs)})")
+        picked += [r for r in hit if r not in picked]
+    return picked
 
 
 def checkpoint_step(path):
@@ -606,10 +621,14 @@ def main():
     ap.add_argument("--status", action="store_true")
     ap.add_argument("--summary", action="store_true", help="only write results.md/json from the runs evaluated so far")
     ap.add_argument("--task", type=int)
+    ap.add_argument("--only", metavar="A,B,...", help="(local) run only these runs, in this order")
     ap.add_argument("--record", metavar="REC", help="copy the evaluated runs' small files (eval, config, thinned log) into REC and write REC/results.*")
     a = ap.parse_args()
     spec = load_spec(a.spec)
     runs = expand(spec)
+    if a.only and a.executor != "local":
+        die("--only is for --executor local (a Slurm array runs the whole grid; --task ID runs one run)")
+    todo = select(runs, a.only) if a.only else runs
     os.makedirs(a.out, exist_ok=True)
     if a.status:
         status(runs, a.out)
@@ -632,8 +651,8 @@ def main():
         return 0 if ok else 1
     if a.executor == "local":
         jobs = a.jobs or max(1, (os.cpu_count() or 1) // threads_of(spec))
-        print(f"sweep: {len(runs)} runs, {jobs} at a time, into {a.out}", flush=True)
-        failed = run_local(runs, a.out, spec, jobs)
+        print(f"sweep: {len(todo)} runs, {jobs} at a time, into {a.out}", flush=True)
+        failed = run_local(todo, a.out, spec, jobs)
     else:
         failed = run_slurm(runs, a.out, spec, a.spec, not a.no_wait)
         if a.no_wait:

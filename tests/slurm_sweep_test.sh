@@ -125,6 +125,19 @@ out=$(sweep "$tmp/spec.json" --out "$tmp/rec" --summary 2>&1)
 out=$(sweep "$tmp/spec.json" --out "$tmp/local" --record "$tmp/local" 2>&1)
 [ $? -eq 2 ] && echo "$out" | grep -q "another folder" && ok "--record into the sweep's own folder: refused, exit 2" || bad "--record REC = DIR: $out"
 
+# 2c. --only: some runs of the grid, in the order given; the table still lists the grid
+out=$(sweep "$tmp/spec.json" --out "$tmp/only" --jobs 1 --only elbo-s1,default/constrained-s0 2>&1)
+ls "$tmp/only/runs/default" > "$tmp/only.txt"
+if [ "$(tr '\n' ' ' < "$tmp/only.txt")" = "constrained-s0 elbo-s1 " ] &&
+   [ "$tmp/only/runs/default/elbo-s1/eval.json" -ot "$tmp/only/runs/default/constrained-s0/eval.json" ] &&
+   cmp -s "$tmp/only/runs/default/elbo-s1/model.safetensors" "$tmp/local/runs/default/elbo-s1/model.safetensors" &&
+   [ "$(grep -c '| missing |' "$tmp/only/results.md")" = 2 ]; then
+  ok "--only elbo-s1,default/constrained-s0: those two, in that order, the same model; the table lists the other 2 as missing"
+else bad "--only: $(cat "$tmp/only.txt") / $out"; fi
+out=$(sweep "$tmp/spec.json" --out "$tmp/only2" --only elbo-s7 2>&1)
+[ $? -eq 2 ] && echo "$out" | grep -q "no run 'elbo-s7'" && [ ! -e "$tmp/only2" ] && ok "--only with a run the spec lacks: refused before anything is made, exit 2" \
+  || bad "--only elbo-s7: $out"
+
 # 2b. what a sweep refuses: a run whose checkpoint is at its planned step without a model (it
 #     evaluated an older model or failed on every re-run until 2026-12-07), and a time-limited spec
 r=$tmp/local/runs/default/elbo-s1
