@@ -19,7 +19,8 @@ Each run trains into DIR/runs/SETTING/OBJECTIVE-sSEED/ (SETTING names the overri
 test set). A run with eval.json is skipped; a run with a checkpoint resumes from it; a failed
 run is reported with the tail of its log and the others go on. Then DIR/results.json,
 DIR/results.md (one row per setting: mean +- std over seeds, runs meeting the quality bar;
-one row per run) and DIR/figures/metrics.png (one dot per seed). The quality bar is the
+one row per run), DIR/figures/metrics.png (one dot per seed) and, when the runs' logs hold
+training probes, DIR/figures/probes.png (the bar's r² over training, one line per run). The quality bar is the
 world's (the preset's): BARS below.
 
   --executor local   N runs at once (--jobs, default: cores / threads per run)
@@ -608,6 +609,46 @@ def figure(settings, rows, out, world):
         ax.set_title(f"{label(k)} (bar {ops[k]})" if k in ops else label(k), fontsize=9)
     os.makedirs(os.path.join(out, "figures"), exist_ok=True)
     fig.savefig(os.path.join(out, "figures", "metrics.png"), dpi=110)
+    plt.close(fig)
+    probes_figure(rows, out, world, plt)
+
+
+def probes_figure(rows, out, world, plt):
+    """figures/probes.png: the bar's r² metrics as each run's training probes saw them (on held-out
+    sequences of the training data, every eval_every steps; a diagnostic: it reads the true
+    states, so nothing chooses by it), one line per run, coloured by setting and objective; runs
+    still training are drawn as far as they got."""
+    keys = [k for k in figure_keys(world) if k.startswith("r2_")]
+    curves = {}
+    for r in rows:
+        try:
+            with open(os.path.join(r["dir"] if os.path.isabs(r["dir"]) else os.path.join(TOP, r["dir"]), "train.jsonl")) as f:
+                pts = [json.loads(line) for line in f if line.startswith('{"probe"')]
+        except (OSError, ValueError):
+            continue
+        pts = [(e["step"], e["probe"]) for e in pts if "step" in e]
+        if pts:
+            curves[r["name"]] = (r, pts)
+    if not keys or not curves:
+        return
+    groups = sorted({(r["setting"], r["objective"]) for r, _ in curves.values()})
+    colour = {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(groups)}
+    bound = {k: v for k, _, v in BARS[world]["checks"]}
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.6), constrained_layout=True, squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        for name, (r, pts) in sorted(curves.items()):
+            xs = [st / 1000 for st, p in pts if k in p]
+            ax.plot(xs, [p[k] for st, p in pts if k in p], color=colour[(r["setting"], r["objective"])], lw=1, alpha=0.8)
+        if k in bound:
+            ax.axhline(bound[k], color="tab:red", ls="--", lw=1)
+        ax.set_ylim(max(-0.1, ax.get_ylim()[0]), 1.0)
+        ax.set_xlabel("thousand steps", fontsize=8)
+        ax.set_title(f"{label(k)}, training probe", fontsize=9)
+    for g in groups:
+        axes[0][0].plot([], [], color=colour[g], label=f"{g[1]}" if len(groups) <= 2 or g[0] == "default" else f"{g[0]} {g[1]}")
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.savefig(os.path.join(out, "figures", "probes.png"), dpi=110)
+    plt.close(fig)
 
 
 def main():

@@ -94,6 +94,9 @@ got = open(os.path.join(out, "rec", "runs", "default", "elbo-s0", "train.jsonl")
 want = [l for l in lines if not l.endswith('"st') and ("D" not in json.loads(l) or json.loads(l)["step"] in (1, 1000, 2000, 2500))]
 sys.exit(0 if got == "\n".join(want) + "\n" and len(want) == 4 + 1 + 4 else 1)
 PY
+# the training probes' figure, from the logs (the tiny sweep's runs probe nothing; the synthetic log does)
+[ ! -e "$tmp/local/figures/probes.png" ] && sweep "$tmp/spec.json" --out "$tmp/thin/rec" --summary >/dev/null 2>&1 &&
+  [ -s "$tmp/thin/rec/figures/probes.png" ] && ok "figures/probes.png when the runs' logs hold probes (none without)" || bad "figures/probes.png"
 sweep "$tmp/spec.json" --out "$tmp/rec" --summary >/dev/null 2>&1
 /usr/bin/python3 - "$tmp/local/results.json" "$tmp/rec/results.json" <<'PY' && ok "--summary on the record: the sweep's table" || bad "--summary on the record differs"
 import json, sys
