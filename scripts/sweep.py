@@ -163,6 +163,17 @@ def expand(spec):
     return runs
 
 
+def run_dir(out, run):
+    """DIR/runs/SETTING/OBJECTIVE-sSEED: where a run trains (and where a record keeps its files)."""
+    return os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
+
+
+def repo_path(p):
+    """p relative to the repository when it lies inside it (results.json stays valid in a clone), else absolute."""
+    a = os.path.abspath(p)
+    return os.path.relpath(a, TOP) if a.startswith(TOP + os.sep) else a
+
+
 def select(runs, only):
     """The runs --only names, in its order: each name is OBJECTIVE-sSEED (every setting's) or a full
     SETTING/OBJECTIVE-sSEED."""
@@ -229,7 +240,7 @@ def cpu_description():
 
 def run_one(run, out, spec, train, ev):
     """Trains (or resumes) and evaluates one run. Returns (ok, message)."""
-    d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
+    d = run_dir(out, run)
     os.makedirs(d, exist_ok=True)
     log = os.path.join(d, "sweep.log")
     meta_path = os.path.join(d, "sweep_run.json")
@@ -268,9 +279,9 @@ def run_one(run, out, spec, train, ev):
             lf.flush()
             # the build is -march=native: the same seed trains to other numbers on a CPU with other
             # vector instructions (AVX-512 or not), so a run records each CPU it trained on
-            cpus = meta.setdefault("cpus", [])
-            if cpu_description() not in cpus:
-                cpus.append(cpu_description())
+            cpus, cpu = meta.setdefault("cpus", []), cpu_description()
+            if cpu not in cpus:
+                cpus.append(cpu)
                 write_json(meta_path, meta)  # now: a task killed mid-run still names this CPU
             rc = subprocess.run(cmd, stdout=lf, stderr=lf).returncode
             meta["seconds"] = meta.get("seconds", 0) + time.time() - t0
@@ -391,7 +402,7 @@ def run_slurm(runs, out, spec, spec_path, wait):
     if not shutil.which("sbatch"):
         die("sbatch not found: is Slurm installed? (scripts/slurm_local.sh start brings up a one-machine Slurm)")
     binaries()
-    todo = [r for r in runs if not os.path.exists(os.path.join(out, "runs", r["setting"], f"{r['objective']}-s{r['seed']}", "eval.json"))]
+    todo = [r for r in runs if not os.path.exists(os.path.join(run_dir(out, r), "eval.json"))]
     if not todo:
         print("sweep: every run is done")
         return []
@@ -413,7 +424,7 @@ def run_slurm(runs, out, spec, spec_path, wait):
     while True:
         st = slurm_states(job)
         live = {k: v for k, v in st.items() if v in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "SUSPENDED")}
-        done = sum(1 for r in runs if os.path.exists(os.path.join(out, "runs", r["setting"], f"{r['objective']}-s{r['seed']}", "eval.json")))
+        done = sum(1 for r in runs if os.path.exists(os.path.join(run_dir(out, r), "eval.json")))
         summary = f"{sum(1 for v in live.values() if v == 'RUNNING')} running, {sum(1 for v in live.values() if v == 'PENDING')} pending, {done}/{len(runs)} runs done"
         if summary != last:
             print(f"sweep: array {job}: {summary} (elapsed {fmt_eta(time.time() - t0)})", flush=True)
@@ -423,7 +434,7 @@ def run_slurm(runs, out, spec, spec_path, wait):
         time.sleep(1)
     failed = []
     for run in runs:
-        d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
+        d = run_dir(out, run)
         if not os.path.exists(os.path.join(d, "eval.json")):
             failed.append((run["name"], f"task {run['index']} ({st.get(str(run['index']), '?')}); last lines of its log:\n" +
                            tail(os.path.join(d, "sweep.log")) + tail(os.path.join(out, "slurm", f"task-{run['index']}.err"))))
@@ -438,7 +449,7 @@ def status(runs, out):
         st = slurm_states(job)
         print(f"Slurm array {job}: " + (", ".join(f"{k}: {v}" for k, v in sorted(st.items(), key=lambda x: int(x[0]))) or "no records"))
     for run in runs:
-        d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
+        d = run_dir(out, run)
         ck, planned = checkpoint_step(os.path.join(d, "checkpoint.safetensors"))
         s = "done" if is_done(d) else (f"checkpoint at step {ck} of {planned}" if ck is not None else "not started")
         print(f"  {run['index']:3d} {run['name']}: {s}")
@@ -450,8 +461,7 @@ def record(runs, out, rec, every=1000):
     """Copies the evaluated runs' small files into rec (the layout of out) and thins their logs."""
     n = 0
     for run in runs:
-        rel = os.path.join("runs", run["setting"], f"{run['objective']}-s{run['seed']}")
-        d, r = os.path.join(out, rel), os.path.join(rec, rel)
+        d, r = run_dir(out, run), run_dir(rec, run)
         if not os.path.exists(os.path.join(d, "eval.json")) and not os.path.exists(os.path.join(d, "recorded.json")):
             continue
         os.makedirs(r, exist_ok=True)
@@ -514,10 +524,9 @@ def results(runs, out, spec_path, world):
     metrics, bar = table_keys(world), BARS[world]
     rows = []
     for run in runs:
-        d = os.path.join(out, "runs", run["setting"], f"{run['objective']}-s{run['seed']}")
-        d_abs = os.path.abspath(d)
+        d = run_dir(out, run)
         row = {"name": run["name"], "setting": run["setting"], "objective": run["objective"], "seed": run["seed"],
-               "dir": os.path.relpath(d_abs, TOP) if d_abs.startswith(TOP + os.sep) else d_abs}
+               "dir": repo_path(d)}
         try:
             if not os.path.exists(os.path.join(d, "eval.json")) and os.path.exists(os.path.join(d, "recorded.json")):
                 # a run whose folder was lost: the values written down when it was evaluated
@@ -553,8 +562,7 @@ def results(runs, out, spec_path, world):
         med = sorted(ok, key=lambda r: r[key])
         g[f"median_{key}_run"] = med[(len(med) - 1) // 2]["name"] if med else None
         settings.append(g)
-    spec_abs = os.path.abspath(spec_path)
-    res = {"spec": os.path.relpath(spec_abs, TOP) if spec_abs.startswith(TOP + os.sep) else spec_abs, "world": world, "bar": bar["checks"], "settings": settings, "runs": rows}
+    res = {"spec": repo_path(spec_path), "world": world, "bar": bar["checks"], "settings": settings, "runs": rows}
     write_json(os.path.join(out, "results.json"), res)
 
     def ms(v, p=3):
@@ -622,7 +630,7 @@ def probes_figure(rows, out, world, plt):
     curves = {}
     for r in rows:
         try:
-            with open(os.path.join(r["dir"] if os.path.isabs(r["dir"]) else os.path.join(TOP, r["dir"]), "train.jsonl")) as f:
+            with open(os.path.join(TOP, r["dir"], "train.jsonl")) as f:  # dir: relative to TOP or absolute
                 pts = [json.loads(line) for line in f if line.startswith('{"probe"')]
         except (OSError, ValueError):
             continue
