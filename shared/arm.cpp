@@ -201,11 +201,11 @@ ArmWorld::ArmWorld(const ArmParams & params) : p(params) {
     name = "arm";
     description = "a two-link arm hanging in a vertical plane (a double pendulum), a torque at each joint, damped";
     title = "two-link arm";
-    S = 4;
-    U = 2;
     state_names = {"theta1", "theta2", "omega1", "omega2"};
     angle = {true, true, false, false};
     action_names = {"torque1", "torque2"};
+    S = (int)state_names.size();
+    U = (int)action_names.size();
     target_names = {"cos1", "sin1", "cos2", "sin2", "omega1", "omega2"};
     state_range_keys = {"", "", "max_speed", "max_speed"};
     action_range_key = "max_torque";

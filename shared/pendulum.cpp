@@ -59,11 +59,11 @@ PendulumWorld::PendulumWorld(const PendulumParams & params) : p(params) {
     name = "pendulum";
     description = "gym's Pendulum-v1: one rod, gravity, a torque at the pivot (theta = 0 upright)";
     title = "pendulum";
-    S = 2;
-    U = 1;
     state_names = {"theta", "omega"};
     angle = {true, false};
     action_names = {"torque"};
+    S = (int)state_names.size();
+    U = (int)action_names.size();
     target_names = {"cos", "sin", "omega"};
     state_range_keys = {"", "max_speed"};
     action_range_key = "max_torque";
