@@ -3,14 +3,12 @@
 # Idempotent and quick when everything is present. Run as root (or with sudo available).
 #   scripts/setup.sh            native + wasm toolchain + browser-test tools
 #   scripts/setup.sh --native   only what the native build and its tests need
-#   scripts/setup.sh --viewer   that and the native viewer's libraries (SDL2, Dear ImGui):
-#                               scripts/test.sh installs these first and the rest beside its build
 # EKVAE_APT_UNSAFE_IO=1 (.ci/run sets it): for throw-away CI machines, dpkg skips its fsyncs and
 # man-db does not re-index the new manual pages.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 mode=${1:-all}
-case "$mode" in all|--native|--viewer) ;; *) echo "setup.sh: unknown option '$mode' (--native, --viewer or none)" >&2; exit 2;; esac
+case "$mode" in all|--native) ;; *) echo "setup.sh: unknown option '$mode' (--native or none)" >&2; exit 2;; esac
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
@@ -18,13 +16,11 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 # python3-munkres: matplotlib's python3-fonttools needs it or SciPy, and apt takes the first,
 # SciPy (~60 MB installed), unless munkres (~50 kB) comes in the same install
 native_pkgs="cmake g++ make ninja-build pkg-config time libeigen3-dev nlohmann-json3-dev doctest-dev libstb-dev python3 python3-numpy python3-munkres python3-matplotlib clang-14 libclang-rt-14-dev lld-14"
-viewer_pkgs="$native_pkgs libsdl2-dev libimgui-dev"
-full_pkgs="$viewer_pkgs emscripten chromium xvfb xauth dpkg-dev"
+full_pkgs="$native_pkgs libsdl2-dev libimgui-dev emscripten chromium xvfb xauth dpkg-dev"
 pkgs=$full_pkgs
 # Node.js with npm may come from elsewhere (it does on these machines); only ask Debian when missing.
 if [ "$mode" = all ] && ! { command -v node && command -v npm; } >/dev/null 2>&1; then pkgs="$pkgs nodejs npm"; fi
 [ "$mode" = "--native" ] && pkgs=$native_pkgs
-[ "$mode" = "--viewer" ] && pkgs=$viewer_pkgs
 unsafe=()
 [ "${EKVAE_APT_UNSAFE_IO:-}" = 1 ] && unsafe=(-o Dpkg::Options::=--force-unsafe-io)
 
@@ -46,7 +42,7 @@ if [ -n "$missing" ]; then
   if [ -e "$mandb_flag.ekvae" ]; then $SUDO mv "$mandb_flag.ekvae" "$mandb_flag"; fi
   [ "$rc" -eq 0 ] || exit "$rc"
 fi
-[ "$mode" != all ] && { echo "setup: native toolchain ready"; exit 0; }
+[ "$mode" = "--native" ] && { echo "setup: native toolchain ready"; exit 0; }
 
 # Debian sources of SDL2 and Dear ImGui, compiled with Emscripten for the browser app
 # (the emscripten SDL2 port would be downloaded from the internet, which is not possible here).

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # THE test command: installs what is missing, builds native and WebAssembly, runs every test.
 #   scripts/test.sh
-# 1. scripts/setup.sh --viewer, then the rest of scripts/setup.sh in the background beside step 2's
-#    build (Debian packages, SDL2/ImGui sources, playwright-core)
+# 1. scripts/setup.sh                         (Debian packages, SDL2/ImGui sources, playwright-core)
 # 2. native build in build/ (what the tests run) + ctest   (doctest unit tests, CLI tests)
 #    + the same suite under ASan/UBSan (scripts/test_sanitize.sh, build-asan/) and 15 s of
 #    libFuzzer per loader (scripts/fuzz.sh, the same build-asan/); see docs/robustness.md
@@ -32,16 +31,8 @@ failed=()
 started=$(date +%s)
 step() { echo; echo "== $* ($(( $(date +%s) - started )) s)"; }
 
-# The setup in two parts: what the native build needs first (compilers, Eigen, SDL2 and ImGui
-# for the viewer), then the rest (Emscripten, Chromium, Xvfb, SDL2's and ImGui's sources,
-# playwright-core) in the background beside the native build, which does not use them; on a
-# fresh machine that part is most of the setup's time. Waited for before the wasm build.
-step "setup: the native toolchain"
-scripts/setup.sh --viewer
-step "setup: the rest, in the background"
-setup_log=$(mktemp)
-scripts/setup.sh > "$setup_log" 2>&1 &
-setup_pid=$!
+step "setup"
+scripts/setup.sh
 
 # Only what the tests run: the CLIs and test binaries (ekvae_ctest_binaries) and the viewer
 # (when its libraries are there); not the benchmarks (scripts/bench.sh builds and runs those).
@@ -60,12 +51,6 @@ targets=(ekvae_ctest_binaries)
 help=$(cmake --build "$build" --target help)   # (not piped into grep -q: pipefail and SIGPIPE)
 if grep -q '\bekvae_viewer\b' <<<"$help"; then targets+=(ekvae_viewer); fi
 cmake --build "$build" -j"$jobs" --target "${targets[@]}"
-
-step "setup: waiting for the rest"
-setup_rc=0
-wait "$setup_pid" || setup_rc=$?
-cat "$setup_log"; rm -f "$setup_log"
-if [ "$setup_rc" -ne 0 ]; then echo "FAIL: scripts/setup.sh failed (exit $setup_rc)"; exit "$setup_rc"; fi
 
 # The wasm build runs in the background from here on at the lowest priority: it takes the
 # cores the next steps leave idle (ctest's and the sanitizer suite's sequential tails, the
