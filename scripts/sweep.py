@@ -451,7 +451,17 @@ def status(runs, out):
     for run in runs:
         d = run_dir(out, run)
         ck, planned = checkpoint_step(os.path.join(d, "checkpoint.safetensors"))
-        s = "done" if is_done(d) else (f"checkpoint at step {ck} of {planned}" if ck is not None else "not started")
+        if is_done(d):
+            s = "done"
+        elif ck is not None:
+            s = f"checkpoint at step {ck} of {planned}"
+        elif os.path.exists(os.path.join(d, "recorded.json")):
+            # its files are gone; the table uses the values written down (a sweep trains it again)
+            s = "recorded only (recorded.json; a sweep of this run trains it again)"
+        elif os.path.exists(os.path.join(d, "eval.json")):
+            s = "evaluated, no model file here (a record's copy)"
+        else:
+            s = "not started"
         print(f"  {run['index']:3d} {run['name']}: {s}")
 
 
