@@ -17,7 +17,6 @@ using ekvae::Mat;
 
 namespace {
 
-constexpr double kPi = 3.14159265358979323846;
 constexpr int kMaxStepsPerFrame = 16;    // after a long stall, drop time instead of catching up
 // Drag: a spring from the tip to the pointer, turned into joint torques through the tip's
 // Jacobian, u = kDragGain J^T (pointer - tip) - kDragDamping * qdot (for the pendulum close to
