@@ -455,11 +455,11 @@ def status(runs, out):
             s = "done"
         elif ck is not None:
             s = f"checkpoint at step {ck} of {planned}"
+        elif os.path.exists(os.path.join(d, "eval.json")):  # (the table reads it before recorded.json)
+            s = "evaluated, no model file here (a record's copy)"
         elif os.path.exists(os.path.join(d, "recorded.json")):
             # its files are gone; the table uses the values written down (a sweep trains it again)
             s = "recorded only (recorded.json; a sweep of this run trains it again)"
-        elif os.path.exists(os.path.join(d, "eval.json")):
-            s = "evaluated, no model file here (a record's copy)"
         else:
             s = "not started"
         print(f"  {run['index']:3d} {run['name']}: {s}")
