@@ -123,6 +123,8 @@ PY
   ok "a lost run's recorded.json: its values in the table, marked (recorded) with their source" || bad "recorded.json not used"
 st=$(sweep "$tmp/spec.json" --out "$tmp/rec" --status 2>&1)
 echo "$st" | grep -q "elbo-s1: recorded only (recorded.json" && ok "--status names a recorded run as recorded, not 'not started'" || bad "--status of a recorded run: $st"
+err=$( { sweep "$tmp/spec.json" --out "$tmp/rec" --status | true; } 2>&1 )
+[ -z "$err" ] && ok "--status piped into a reader that quits: no traceback" || bad "--status | true: $err"
 echo '{"metrics": {"r2_omega": 0.95}, "source": "a note without the bar'"'"'s other keys"}' > "$r/recorded.json"
 out=$(sweep "$tmp/spec.json" --out "$tmp/rec" --summary 2>&1)
 [ $? -eq 2 ] && echo "$out" | grep -q "lacks the quality bar's r2_knn_cos" && ok "a recorded.json without the bar's keys: refused, naming them, exit 2" \
