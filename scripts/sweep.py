@@ -11,6 +11,7 @@ SPEC is a grid; its runs are the product of its lists:
    "variants": {"hold": {"lambda_warmup": "hold"}},  # optional: named sets of config keys (ablation rows)
    "flags": {"threads": 2},                      # optional: config keys with one value for every run
    "eval": {"seed": 3, "sequences": 200},        # optional: ekvae_eval's fresh test set
+   "validation": {"seed": 7, "sequences": 200},  # optional: a second fresh set, for choosing a run
    "slurm": {"partition": "cpu", "time": "00:30:00", "cpus_per_task": 2,
              "extra": ["#SBATCH --mem=4G"]}}     # optional
 
@@ -27,6 +28,11 @@ world's (the preset's): BARS below.
   --executor slurm   one sbatch job array, one task per run (--cpus-per-task = threads), each
                      task's output in DIR/slurm/task-ID.out/.err; waits unless --no-wait
   --status           the state of DIR's Slurm array (squeue/sacct) and of every run
+  --validate         (with "validation" in SPEC) evaluate every trained run that lacks it on the
+                     validation set (DIR/.../validation.json), then write DIR/results.*: each
+                     setting's results name the run with the best held-out ELBO there, the
+                     choice a user without true states can make, and whether it meets the bar.
+                     A sweep with "validation" writes validation.json after eval.json itself.
   --summary          only write DIR/results.* from the runs evaluated so far (nothing is run)
                      (a run folder that lost its files may hold recorded.json instead of
                      eval.json: {"metrics": {...}, "source": "where the values were written
@@ -116,7 +122,7 @@ def load_spec(path):
         die(f"{path}: {e}")
     if not isinstance(spec, dict):
         die(f"{path}: a spec is a JSON object")
-    known = {"preset", "objectives", "seeds", "steps", "overrides", "variants", "flags", "eval", "slurm", "comment"}
+    known = {"preset", "objectives", "seeds", "steps", "overrides", "variants", "flags", "eval", "validation", "slurm", "comment"}
     for k in spec:
         if k not in known:
             die(f"{path}: unknown key '{k}' (known: {', '.join(sorted(known))})")
@@ -133,6 +139,16 @@ def load_spec(path):
         if isinstance(keys, dict) and "train_minutes" in keys:
             die(f"{path}: {where} sets train_minutes, but a sweep's runs are step-limited (a run must not depend "
                 f"on the machine's speed, and a resumed run trains to its planned steps): use \"steps\" instead")
+    if "validation" in spec:
+        v, flags = spec["validation"], spec.get("flags") or {}
+        if not isinstance(v, dict) or not isinstance(v.get("seed"), int) or not isinstance(v.get("sequences", 200), int):
+            die(f"{path}: 'validation' is {{\"seed\": S, \"sequences\": N}} with whole numbers")
+        # the choice must not see the reported test set, nor data the runs trained or stopped on
+        used = {"the eval set's": (spec.get("eval") or {}).get("seed", 3), "train_seed": flags.get("train_seed", 1),
+                "test_seed": flags.get("test_seed", 2)}
+        for what, s in used.items():
+            if v["seed"] == s:
+                die(f"{path}: the validation seed {s} is also {what}: choose another (e.g. 7)")
     return spec
 
 
@@ -289,18 +305,45 @@ def run_one(run, out, spec, train, ev):
             if rc != 0:
                 lf.flush()
                 return False, f"ekvae_train exited {rc}; last lines of {log}:\n" + tail(log)
-        e = spec.get("eval", {})
-        ecmd = [ev, "--model", os.path.join(d, "model.safetensors"), "--json",
-                "--seed", str(e.get("seed", 3)), "--sequences", str(e.get("sequences", 200))]
-        lf.write("$ " + " ".join(ecmd) + "\n")
-        lf.flush()
-        r = subprocess.run(ecmd, capture_output=True, text=True)
-        lf.write(r.stderr)
-        if r.returncode != 0:
-            return False, f"ekvae_eval exited {r.returncode}: {r.stderr.strip()}"
-        write_json(os.path.join(d, "eval.json"), json.loads(r.stdout))
+        ok, msg = evaluate(ev, d, spec.get("eval", {}), "eval.json", lf)
+        if not ok:
+            return False, msg
         write_json(meta_path, meta)
+    if "validation" in spec and not os.path.exists(os.path.join(d, "validation.json")):
+        ok, msg = evaluate(ev, d, spec["validation"], "validation.json", lf)
+        if not ok:
+            return False, msg
     return True, "trained and evaluated"
+
+
+def evaluate(ev, d, e, name, lf):
+    """ekvae_eval --json of d's model on the fresh set e ({"seed", "sequences"}) into d/name."""
+    ecmd = [ev, "--model", os.path.join(d, "model.safetensors"), "--json",
+            "--seed", str(e.get("seed", 3)), "--sequences", str(e.get("sequences", 200))]
+    lf.write("$ " + " ".join(ecmd) + "\n")
+    lf.flush()
+    r = subprocess.run(ecmd, capture_output=True, text=True)
+    lf.write(r.stderr)
+    if r.returncode != 0:
+        return False, f"ekvae_eval exited {r.returncode}: {r.stderr.strip()}"
+    write_json(os.path.join(d, name), json.loads(r.stdout))
+    return True, ""
+
+
+def validate(runs, out, spec):
+    """validation.json for every trained and evaluated run that lacks it (--validate)."""
+    _, ev = binaries()
+    n = 0
+    for run in runs:
+        d = run_dir(out, run)
+        if not is_done(d) or os.path.exists(os.path.join(d, "validation.json")):
+            continue
+        with open(os.path.join(d, "sweep.log"), "a") as lf:
+            ok, msg = evaluate(ev, d, spec["validation"], "validation.json", lf)
+        if not ok:
+            die(f"{run['name']}: {msg}")
+        n += 1
+    print(f"sweep: {n} run(s) evaluated on the validation set (seed {spec['validation'].get('seed', 3)})")
 
 
 def tail(path, n=8):
@@ -475,7 +518,7 @@ def record(runs, out, rec, every=1000):
         if not os.path.exists(os.path.join(d, "eval.json")) and not os.path.exists(os.path.join(d, "recorded.json")):
             continue
         os.makedirs(r, exist_ok=True)
-        for name in ("eval.json", "recorded.json", "config.json", "sweep_run.json"):
+        for name in ("eval.json", "validation.json", "recorded.json", "config.json", "sweep_run.json"):
             if os.path.exists(os.path.join(d, name)):
                 shutil.copy(os.path.join(d, name), os.path.join(r, name + ".part"))
                 os.replace(os.path.join(r, name + ".part"), os.path.join(r, name))
@@ -558,6 +601,11 @@ def results(runs, out, spec_path, world):
                 row["minutes"] = json.load(f).get("seconds", 0) / 60
         except (OSError, ValueError):
             pass
+        try:
+            with open(os.path.join(d, "validation.json")) as f:
+                row["validation_elbo"] = json.load(f)["elbo"]
+        except (OSError, ValueError, KeyError):
+            pass
         rows.append(row)
     groups = {}
     for r in rows:
@@ -571,6 +619,12 @@ def results(runs, out, spec_path, world):
         key = figure_keys(world)[0]
         med = sorted(ok, key=lambda r: r[key])
         g[f"median_{key}_run"] = med[(len(med) - 1) // 2]["name"] if med else None
+        # the choice without true states: the best held-out ELBO on the validation set
+        cands = [r for r in ok if "validation_elbo" in r]
+        if cands:
+            best = max(cands, key=lambda r: r["validation_elbo"])
+            g["chosen"] = {"run": best["name"], "validation_elbo": best["validation_elbo"], "bar": best["bar"],
+                           "among": len(cands)}
         settings.append(g)
     res = {"spec": repo_path(spec_path), "world": world, "bar": bar["checks"], "settings": settings, "runs": rows}
     write_json(os.path.join(out, "results.json"), res)
@@ -585,6 +639,12 @@ def results(runs, out, spec_path, world):
         missing = "" if g["evaluated"] == g["runs"] else " (%d missing)" % (g["runs"] - g["evaluated"])
         md.append(f"| {g['setting']} | {g['objective']} | {g['bar_met']} of {g['evaluated']}{missing} | "
                   + " | ".join(ms(g[k], 2 if k == 'minutes' else 3) for k in metrics) + " |")
+    for g in settings:
+        if "chosen" in g:
+            c = g["chosen"]
+            md.append(f"\nChosen without true states, {g['setting']}/{g['objective']}: {c['run']}, the best held-out ELBO "
+                      f"per step on the validation set ({c['validation_elbo']:.3f}; ekvae_eval on the spec's \"validation\" "
+                      f"set, among the {c['among']} run(s) evaluated there): bar {'met' if c['bar'] else 'not met'}")
     md += ["", "| run | bar | " + " | ".join(label(k) for k in metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for r in rows:
         if r.get("missing"):
@@ -678,6 +738,7 @@ def main():
     ap.add_argument("--jobs", type=int)
     ap.add_argument("--no-wait", action="store_true")
     ap.add_argument("--status", action="store_true")
+    ap.add_argument("--validate", action="store_true", help="evaluate the trained runs on the spec's validation set, then write results")
     ap.add_argument("--summary", action="store_true", help="only write results.md/json from the runs evaluated so far")
     ap.add_argument("--task", type=int)
     ap.add_argument("--only", metavar="A,B,...", help="(local) run only these runs, in this order")
@@ -699,6 +760,12 @@ def main():
         results(runs, a.record, a.spec, world_of(spec.get("preset", "pendulum")))
         return 0
     if a.summary:
+        results(runs, a.out, a.spec, world_of(spec.get("preset", "pendulum")))
+        return 0
+    if a.validate:
+        if "validation" not in spec:
+            die(f"--validate: {a.spec} has no \"validation\" set; add e.g. \"validation\": {{\"seed\": 7, \"sequences\": 200}}")
+        validate(todo, a.out, spec)
         results(runs, a.out, a.spec, world_of(spec.get("preset", "pendulum")))
         return 0
     if a.task is not None:

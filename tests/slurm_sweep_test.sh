@@ -183,4 +183,28 @@ fi
 st=$(sweep "$tmp/spec.json" --out "$tmp/slurm" --status 2>&1)
 [ "$(echo "$st" | grep -c ': done$')" -eq 4 ] && ok "--status lists the 4 runs as done" || bad "--status: $st"
 
+# 4. choosing a run without true states: --validate evaluates the trained runs on the spec's
+#    validation set; each objective's results name the run with the best held-out ELBO there
+sed 's/"eval": {"sequences": 8}}/"eval": {"sequences": 8}, "validation": {"seed": 9, "sequences": 8}}/' "$tmp/spec.json" > "$tmp/val.json"
+sweep "$tmp/val.json" --out "$tmp/slurm" --validate >"$tmp/val.txt" 2>&1 || bad "--validate: $(tail -n 5 "$tmp/val.txt")"
+/usr/bin/python3 - "$tmp/slurm" <<'PY' && ok "--validate: validation.json for the 4 runs (another set than eval.json's); each objective chooses its best held-out ELBO there" || bad "--validate: $(cat "$tmp/val.txt")"
+import glob, json, os, sys
+out = sys.argv[1]
+res = json.load(open(os.path.join(out, "results.json")))
+md = open(os.path.join(out, "results.md")).read()
+runs = sorted(glob.glob(os.path.join(out, "runs/default/*/")))
+v = {os.path.basename(r.rstrip("/")): json.load(open(r + "validation.json"))["elbo"] for r in runs}
+e = {os.path.basename(r.rstrip("/")): json.load(open(r + "eval.json"))["elbo"] for r in runs}
+ok = len(v) == 4 and v != e
+for g in res["settings"]:
+    mine = {k: x for k, x in v.items() if k.startswith(g["objective"] + "-")}
+    best = max(mine, key=mine.get)
+    ok = ok and g["chosen"]["run"] == "default/" + best and g["chosen"]["among"] == 2 and \
+        f"Chosen without true states, default/{g['objective']}: default/{best}," in md
+sys.exit(0 if ok else 1)
+PY
+sed 's/"seed": 9/"seed": 3/' "$tmp/val.json" > "$tmp/val3.json"
+out=$(sweep "$tmp/val3.json" --out "$tmp/slurm" --validate 2>&1)
+[ $? -eq 2 ] && echo "$out" | grep -q "validation seed 3 is also the eval set's" && ok "a validation set that is the reported test set: refused, exit 2" || bad "validation seed = eval seed: $out"
+
 finish
