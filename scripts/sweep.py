@@ -32,7 +32,8 @@ world's (the preset's): BARS below.
                      validation set (DIR/.../validation.json), then write DIR/results.*: each
                      setting's results name the run with the best held-out ELBO there, the
                      choice a user without true states can make, and whether it meets the bar.
-                     A sweep with "validation" writes validation.json after eval.json itself.
+                     A sweep with "validation" writes validation.json after eval.json itself (also
+                     for runs done before; a changed set is evaluated again).
   --summary          only write DIR/results.* from the runs evaluated so far (nothing is run)
                      (a run folder that lost its files may hold recorded.json instead of
                      eval.json: {"metrics": {...}, "source": "where the values were written
@@ -42,7 +43,7 @@ world's (the preset's): BARS below.
                      setting) or SETTING/OBJECTIVE-sSEED, e.g. --only elbo-s1,constrained-s4;
                      the summary still lists the whole grid
   --record REC       copy what a study's results rest on into REC, small enough to commit: per
-                     evaluated run its eval.json, config.json, sweep_run.json and train.jsonl
+                     evaluated run its eval.json (validation.json), config.json, sweep_run.json and train.jsonl
                      thinned to its non-step lines (probes, restarts), its first and last step
                      and every 1000th;
                      then REC/results.*. `--summary --out REC` rewrites the same table from it.
@@ -140,15 +141,20 @@ def load_spec(path):
             die(f"{path}: {where} sets train_minutes, but a sweep's runs are step-limited (a run must not depend "
                 f"on the machine's speed, and a resumed run trains to its planned steps): use \"steps\" instead")
     if "validation" in spec:
-        v, flags = spec["validation"], spec.get("flags") or {}
-        if not isinstance(v, dict) or not isinstance(v.get("seed"), int) or not isinstance(v.get("sequences", 200), int):
-            die(f"{path}: 'validation' is {{\"seed\": S, \"sequences\": N}} with whole numbers")
-        # the choice must not see the reported test set, nor data the runs trained or stopped on
-        used = {"the eval set's": (spec.get("eval") or {}).get("seed", 3), "train_seed": flags.get("train_seed", 1),
-                "test_seed": flags.get("test_seed", 2)}
-        for what, s in used.items():
-            if v["seed"] == s:
-                die(f"{path}: the validation seed {s} is also {what}: choose another (e.g. 7)")
+        v = spec["validation"]
+        whole = lambda x, lo: type(x) is int and x >= lo  # (not bool)
+        if not isinstance(v, dict) or not whole(v.get("seed"), 0) or not whole(v.get("sequences", 200), 2):
+            die(f"{path}: 'validation' is {{\"seed\": S, \"sequences\": N}}: whole numbers, S >= 0, N >= 2")
+        # the choice must not see the reported test set, nor data the runs trained or stopped on:
+        # the defaults (train_seed 1, test_seed 2) and any data seed a run sets (flags, overrides, variants)
+        groups = [g for g in [spec.get("flags") or {}] + list((spec.get("variants") or {}).values()) if isinstance(g, dict)]
+        used = {"the eval set's": [(spec.get("eval") or {}).get("seed", 3)]}
+        for key, default in (("train_seed", 1), ("test_seed", 2)):
+            names = (key, key.replace("_", "-"))
+            used[key] = [default] + [g[k] for g in groups for k in names if k in g] + [x for k in names for x in ov.get(k, [])]
+        for what, seeds in used.items():
+            if v["seed"] in seeds:
+                die(f"{path}: the validation seed {v['seed']} is also {what}: choose another (e.g. 7)")
     return spec
 
 
@@ -225,6 +231,22 @@ def is_done(d):
     return os.path.exists(os.path.join(d, "eval.json")) and os.path.exists(os.path.join(d, "model.safetensors"))
 
 
+def validated(d, spec):
+    """d has validation.json of the spec's validation set (or the spec has none)."""
+    if "validation" not in spec:
+        return True
+    try:
+        with open(os.path.join(d, "validation.json")) as f:
+            return json.load(f).get("set") == set_of(spec["validation"])
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def complete(d, spec):
+    """Nothing left to do for d: trained, evaluated and, when the spec asks, validated."""
+    return is_done(d) and validated(d, spec)
+
+
 def write_json(path, obj):
     tmp = path + ".part"
     with open(tmp, "w") as f:
@@ -261,7 +283,11 @@ def run_one(run, out, spec, train, ev):
     log = os.path.join(d, "sweep.log")
     meta_path = os.path.join(d, "sweep_run.json")
     if is_done(d):
-        return True, "done before (skipped)"
+        if validated(d, spec):
+            return True, "done before (skipped)"
+        with open(log, "a") as lf:  # trained before the spec had its validation set
+            ok, msg = evaluate(ev, d, spec["validation"], "validation.json", lf)
+        return (True, "evaluated on the validation set") if ok else (False, msg)
     meta = {}
     if os.path.exists(meta_path):
         with open(meta_path) as f:
@@ -305,14 +331,14 @@ def run_one(run, out, spec, train, ev):
             if rc != 0:
                 lf.flush()
                 return False, f"ekvae_train exited {rc}; last lines of {log}:\n" + tail(log)
+        if os.path.exists(os.path.join(d, "validation.json")):
+            os.remove(os.path.join(d, "validation.json"))  # of an older model
         ok, msg = evaluate(ev, d, spec.get("eval", {}), "eval.json", lf)
+        if ok and "validation" in spec:
+            ok, msg = evaluate(ev, d, spec["validation"], "validation.json", lf)
         if not ok:
             return False, msg
         write_json(meta_path, meta)
-    if "validation" in spec and not os.path.exists(os.path.join(d, "validation.json")):
-        ok, msg = evaluate(ev, d, spec["validation"], "validation.json", lf)
-        if not ok:
-            return False, msg
     return True, "trained and evaluated"
 
 
@@ -326,8 +352,15 @@ def evaluate(ev, d, e, name, lf):
     lf.write(r.stderr)
     if r.returncode != 0:
         return False, f"ekvae_eval exited {r.returncode}: {r.stderr.strip()}"
-    write_json(os.path.join(d, name), json.loads(r.stdout))
+    res = json.loads(r.stdout)
+    if name == "validation.json":
+        res["set"] = set_of(e)  # which set: a changed spec re-evaluates
+    write_json(os.path.join(d, name), res)
     return True, ""
+
+
+def set_of(e):
+    return {"seed": e.get("seed", 3), "sequences": e.get("sequences", 200)}
 
 
 def validate(runs, out, spec):
@@ -336,7 +369,7 @@ def validate(runs, out, spec):
     n = 0
     for run in runs:
         d = run_dir(out, run)
-        if not is_done(d) or os.path.exists(os.path.join(d, "validation.json")):
+        if not is_done(d) or validated(d, spec):
             continue
         with open(os.path.join(d, "sweep.log"), "a") as lf:
             ok, msg = evaluate(ev, d, spec["validation"], "validation.json", lf)
@@ -445,7 +478,7 @@ def run_slurm(runs, out, spec, spec_path, wait):
     if not shutil.which("sbatch"):
         die("sbatch not found: is Slurm installed? (scripts/slurm_local.sh start brings up a one-machine Slurm)")
     binaries()
-    todo = [r for r in runs if not os.path.exists(os.path.join(run_dir(out, r), "eval.json"))]
+    todo = [r for r in runs if not complete(run_dir(out, r), spec)]
     if not todo:
         print("sweep: every run is done")
         return []
@@ -571,7 +604,7 @@ def world_of(preset):
     return {"browser": "pendulum", "arm-browser": "arm"}.get(preset, preset)
 
 
-def results(runs, out, spec_path, world):
+def results(runs, out, spec_path, world, validation=None):
     if world not in BARS:
         die(f"no quality bar for world '{world}' (known: {', '.join(BARS)})")
     metrics, bar = table_keys(world), BARS[world]
@@ -601,11 +634,9 @@ def results(runs, out, spec_path, world):
                 row["minutes"] = json.load(f).get("seconds", 0) / 60
         except (OSError, ValueError):
             pass
-        try:
+        if validation and validated(d, {"validation": validation}):
             with open(os.path.join(d, "validation.json")) as f:
                 row["validation_elbo"] = json.load(f)["elbo"]
-        except (OSError, ValueError, KeyError):
-            pass
         rows.append(row)
     groups = {}
     for r in rows:
@@ -620,7 +651,7 @@ def results(runs, out, spec_path, world):
         med = sorted(ok, key=lambda r: r[key])
         g[f"median_{key}_run"] = med[(len(med) - 1) // 2]["name"] if med else None
         # the choice without true states: the best held-out ELBO on the validation set
-        cands = [r for r in ok if "validation_elbo" in r]
+        cands = [r for r in ok if "validation_elbo" in r and "recorded" not in r]
         if cands:
             best = max(cands, key=lambda r: r["validation_elbo"])
             g["chosen"] = {"run": best["name"], "validation_elbo": best["validation_elbo"], "bar": best["bar"],
@@ -757,16 +788,16 @@ def main():
         if os.path.abspath(a.record) == os.path.abspath(a.out):
             die("--record REC must be another folder than --out")
         record(runs, a.out, a.record)
-        results(runs, a.record, a.spec, world_of(spec.get("preset", "pendulum")))
+        results(runs, a.record, a.spec, world_of(spec.get("preset", "pendulum")), spec.get("validation"))
         return 0
     if a.summary:
-        results(runs, a.out, a.spec, world_of(spec.get("preset", "pendulum")))
+        results(runs, a.out, a.spec, world_of(spec.get("preset", "pendulum")), spec.get("validation"))
         return 0
     if a.validate:
         if "validation" not in spec:
             die(f"--validate: {a.spec} has no \"validation\" set; add e.g. \"validation\": {{\"seed\": 7, \"sequences\": 200}}")
         validate(todo, a.out, spec)
-        results(runs, a.out, a.spec, world_of(spec.get("preset", "pendulum")))
+        results(runs, a.out, a.spec, world_of(spec.get("preset", "pendulum")), spec.get("validation"))
         return 0
     if a.task is not None:
         if not 0 <= a.task < len(runs):
@@ -783,7 +814,7 @@ def main():
         failed = run_slurm(runs, a.out, spec, a.spec, not a.no_wait)
         if a.no_wait:
             return 0
-    results(runs, a.out, a.spec, world_of(spec.get("preset", "pendulum")))
+    results(runs, a.out, a.spec, world_of(spec.get("preset", "pendulum")), spec.get("validation"))
     if failed:
         print(f"sweep: {len(failed)} run(s) failed: " + ", ".join(n for n, _ in failed))
         return 1

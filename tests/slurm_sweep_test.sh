@@ -203,6 +203,20 @@ for g in res["settings"]:
         f"Chosen without true states, default/{g['objective']}: default/{best}," in md
 sys.exit(0 if ok else 1)
 PY
+# a sweep of a spec with the validation set: a new run gets validation.json after its eval.json
+# (the first version of this crashed there, writing to its closed log), and a run done before
+# it is evaluated on the set on a re-run, without training again
+sweep "$tmp/val.json" --out "$tmp/valrun" --jobs 1 --only constrained-s0 >"$tmp/valrun.txt" 2>&1; rc=$?
+v=$tmp/valrun/runs/default/constrained-s0/validation.json
+[ $rc -eq 0 ] && /usr/bin/python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["set"] != {"seed": 9, "sequences": 8})' "$v" && ok "a new run of a spec with a validation set: validation.json (its set named) after training" \
+  || bad "new run with a validation set: $(tail -n 5 "$tmp/valrun.txt")"
+r=$tmp/slurm/runs/default/elbo-s0
+cp "$r/model.safetensors" "$tmp/elbo-s0.model"; rm "$r/validation.json"
+trains=$(grep -c 'ekvae_train' "$r/sweep.log")
+sweep "$tmp/val.json" --out "$tmp/slurm" --jobs 2 >"$tmp/val2.txt" 2>&1; rc=$?
+[ $rc -eq 0 ] && [ -s "$r/validation.json" ] && cmp -s "$r/model.safetensors" "$tmp/elbo-s0.model" &&
+  [ "$(grep -c 'ekvae_train' "$r/sweep.log")" = "$trains" ] &&
+  ok "a run done before the spec had its validation set: evaluated on it by a re-run, not trained again" || bad "re-run with a validation set: $(tail -n 5 "$tmp/val2.txt")"
 sed 's/"seed": 9/"seed": 3/' "$tmp/val.json" > "$tmp/val3.json"
 out=$(sweep "$tmp/val3.json" --out "$tmp/slurm" --validate 2>&1)
 [ $? -eq 2 ] && echo "$out" | grep -q "validation seed 3 is also the eval set's" && ok "a validation set that is the reported test set: refused, exit 2" || bad "validation seed = eval seed: $out"
