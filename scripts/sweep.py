@@ -231,20 +231,20 @@ def is_done(d):
     return os.path.exists(os.path.join(d, "eval.json")) and os.path.exists(os.path.join(d, "model.safetensors"))
 
 
-def validated(d, spec):
-    """d has validation.json of the spec's validation set (or the spec has none)."""
-    if "validation" not in spec:
+def validated(d, vset):
+    """d has validation.json of the validation set vset (a spec's "validation"; None: no set asked)."""
+    if vset is None:
         return True
     try:
         with open(os.path.join(d, "validation.json")) as f:
-            return json.load(f).get("set") == set_of(spec["validation"])
+            return json.load(f).get("set") == set_of(vset)
     except (OSError, ValueError, AttributeError):
         return False
 
 
 def complete(d, spec):
     """Nothing left to do for d: trained, evaluated and, when the spec asks, validated."""
-    return is_done(d) and validated(d, spec)
+    return is_done(d) and validated(d, spec.get("validation"))
 
 
 def write_json(path, obj):
@@ -283,7 +283,7 @@ def run_one(run, out, spec, train, ev):
     log = os.path.join(d, "sweep.log")
     meta_path = os.path.join(d, "sweep_run.json")
     if is_done(d):
-        if validated(d, spec):
+        if validated(d, spec.get("validation")):
             return True, "done before (skipped)"
         with open(log, "a") as lf:  # trained before the spec had its validation set
             ok, msg = evaluate(ev, d, spec["validation"], "validation.json", lf)
@@ -344,8 +344,9 @@ def run_one(run, out, spec, train, ev):
 
 def evaluate(ev, d, e, name, lf):
     """ekvae_eval --json of d's model on the fresh set e ({"seed", "sequences"}) into d/name."""
+    s = set_of(e)
     ecmd = [ev, "--model", os.path.join(d, "model.safetensors"), "--json",
-            "--seed", str(e.get("seed", 3)), "--sequences", str(e.get("sequences", 200))]
+            "--seed", str(s["seed"]), "--sequences", str(s["sequences"])]
     lf.write("$ " + " ".join(ecmd) + "\n")
     lf.flush()
     r = subprocess.run(ecmd, capture_output=True, text=True)
@@ -354,25 +355,26 @@ def evaluate(ev, d, e, name, lf):
         return False, f"ekvae_eval exited {r.returncode}: {r.stderr.strip()}"
     res = json.loads(r.stdout)
     if name == "validation.json":
-        res["set"] = set_of(e)  # which set: a changed spec re-evaluates
+        res["set"] = s  # which set: a changed spec re-evaluates
     write_json(os.path.join(d, name), res)
     return True, ""
 
 
 def set_of(e):
+    """A fresh set as ekvae_eval draws it: the spec's {"seed", "sequences"} with their defaults."""
     return {"seed": e.get("seed", 3), "sequences": e.get("sequences", 200)}
 
 
 def validate(runs, out, spec):
-    """validation.json for every trained and evaluated run that lacks it (--validate)."""
-    _, ev = binaries()
+    """validation.json for every trained and evaluated run that lacks it (--validate): run_one's
+    path for a run done before its spec had the set, without training anything."""
+    train, ev = binaries()
     n = 0
     for run in runs:
         d = run_dir(out, run)
-        if not is_done(d) or validated(d, spec):
+        if not is_done(d) or validated(d, spec["validation"]):
             continue
-        with open(os.path.join(d, "sweep.log"), "a") as lf:
-            ok, msg = evaluate(ev, d, spec["validation"], "validation.json", lf)
+        ok, msg = run_one(run, out, spec, train, ev)
         if not ok:
             die(f"{run['name']}: {msg}")
         n += 1
@@ -634,7 +636,7 @@ def results(runs, out, spec_path, world, validation=None):
                 row["minutes"] = json.load(f).get("seconds", 0) / 60
         except (OSError, ValueError):
             pass
-        if validation and validated(d, {"validation": validation}):
+        if validation and validated(d, validation):
             with open(os.path.join(d, "validation.json")) as f:
                 row["validation_elbo"] = json.load(f)["elbo"]
         rows.append(row)
@@ -781,6 +783,8 @@ def main():
         die("--only is for --executor local (a Slurm array runs the whole grid; --task ID runs one run)")
     todo = select(runs, a.only) if a.only else runs
     os.makedirs(a.out, exist_ok=True)
+    world = world_of(spec.get("preset", "pendulum"))
+    report = lambda folder: results(runs, folder, a.spec, world, spec.get("validation"))  # DIR/results.*
     if a.status:
         status(runs, a.out)
         return 0
@@ -788,16 +792,16 @@ def main():
         if os.path.abspath(a.record) == os.path.abspath(a.out):
             die("--record REC must be another folder than --out")
         record(runs, a.out, a.record)
-        results(runs, a.record, a.spec, world_of(spec.get("preset", "pendulum")), spec.get("validation"))
+        report(a.record)
         return 0
     if a.summary:
-        results(runs, a.out, a.spec, world_of(spec.get("preset", "pendulum")), spec.get("validation"))
+        report(a.out)
         return 0
     if a.validate:
         if "validation" not in spec:
             die(f"--validate: {a.spec} has no \"validation\" set; add e.g. \"validation\": {{\"seed\": 7, \"sequences\": 200}}")
         validate(todo, a.out, spec)
-        results(runs, a.out, a.spec, world_of(spec.get("preset", "pendulum")), spec.get("validation"))
+        report(a.out)
         return 0
     if a.task is not None:
         if not 0 <= a.task < len(runs):
@@ -814,7 +818,7 @@ def main():
         failed = run_slurm(runs, a.out, spec, a.spec, not a.no_wait)
         if a.no_wait:
             return 0
-    results(runs, a.out, a.spec, world_of(spec.get("preset", "pendulum")), spec.get("validation"))
+    report(a.out)
     if failed:
         print(f"sweep: {len(failed)} run(s) failed: " + ", ".join(n for n, _ in failed))
         return 1
