@@ -78,7 +78,7 @@ done
 # a last line without its newline
 /usr/bin/python3 - "$top/scripts" "$tmp/thin" >/dev/null <<'PY' && ok "--record's thinning: non-step lines, first, last and every 1000th step, in order, one per line" || bad "--record thins a log wrongly"
 import json, os, sys
-sys.path.insert(0, sys.argv[1]); import sweep
+sys.path.insert(0, sys.argv[1]); import sweep_report
 out = sys.argv[2]; d = os.path.join(out, "runs", "default", "elbo-s0"); os.makedirs(d)
 json.dump({}, open(os.path.join(d, "eval.json"), "w"))
 lines = []
@@ -89,7 +89,7 @@ for t in range(1, 2501):
     if t == 1500: lines.append('{"D": 1.0, "R": 0.5, "st')  # cut by a kill
 lines.append(json.dumps({"probe": {"r2_omega": 0.6}, "step": 2500}))
 open(os.path.join(d, "train.jsonl"), "w").write("\n".join(lines))  # no newline after the last
-sweep.record([{"setting": "default", "objective": "elbo", "seed": 0}], out, os.path.join(out, "rec"))
+sweep_report.record([{"setting": "default", "objective": "elbo", "seed": 0}], out, os.path.join(out, "rec"))
 got = open(os.path.join(out, "rec", "runs", "default", "elbo-s0", "train.jsonl")).read()
 want = [l for l in lines if not l.endswith('"st') and ("D" not in json.loads(l) or json.loads(l)["step"] in (1, 1000, 2000, 2500))]
 sys.exit(0 if got == "\n".join(want) + "\n" and len(want) == 4 + 1 + 4 else 1)
