@@ -7,10 +7,16 @@ import path from 'node:path';
 import { angleDiff, check, measureFps, openPage, sleep, waitReady } from './helpers.mjs';
 
 export async function compareChecks({ test, context, base, outDir, perf }) {
+  // a new page in compare mode, both models running (each check has its own)
+  const openCompare = async (errs) => {
+    const o = await openPage(context, `${base}/index.html?compare=1`, errs);
+    await waitReady(o.page, o.t0);
+    return o;
+  };
+
     await test('compare mode runs both shipped models on the same pendulum', async () => {
       const errs = [];
-      const o = await openPage(context, `${base}/index.html?compare=1`, errs);
-      await waitReady(o.page, o.t0);
+      const o = await openCompare(errs);
       const r = await o.page.evaluate(() => {
         const e = window.ekvae;
         e.pause(true);
@@ -40,8 +46,7 @@ export async function compareChecks({ test, context, base, outDir, perf }) {
 
     await test('compare mode: the running forecast scores order the two models as their 10-seed study does', async () => {
       const errs = [];
-      const o = await openPage(context, `${base}/index.html?compare=1`, errs);
-      await waitReady(o.page, o.t0);
+      const o = await openCompare(errs);
       const r = await o.page.evaluate(async () => {
         const e = window.ekvae;
         const study = await (await fetch('models/study.json')).json();
@@ -81,8 +86,7 @@ export async function compareChecks({ test, context, base, outDir, perf }) {
 
     await test('10 minutes of simulated time in compare mode: no growth of wasm memory after warm-up', async () => {
       const errs = [];
-      const o = await openPage(context, `${base}/index.html?compare=1`, errs);
-      await waitReady(o.page, o.t0);
+      const o = await openCompare(errs);
       const nextFrame = () => o.page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())));
       // warm-up: a few hundred steps, forecasts drawn, the benchmark path once
       await o.page.evaluate(() => { const e = window.ekvae; e.pause(true); e.step(200); e.benchmark(20); });
@@ -116,8 +120,7 @@ export async function compareChecks({ test, context, base, outDir, perf }) {
       // 20 minutes of open-loop prediction under a changing torque: the learned dynamics may
       // expand without bound until float overflows; the stream must then restart, not show NaN
       const errs = [];
-      const o = await openPage(context, `${base}/index.html?compare=1`, errs);
-      await waitReady(o.page, o.t0);
+      const o = await openCompare(errs);
       const r = await o.page.evaluate(() => {
         const e = window.ekvae;
         e.pause(true);
