@@ -3,6 +3,7 @@
 
   scripts/ship_models.py STUDY_DIR [--constrained-seed 0]
   scripts/ship_models.py STUDY_DIR --world arm          (both of seed 0)
+  scripts/ship_models.py ... --models-dir DIR           (into DIR instead of models/)
 
 STUDY_DIR is what `scripts/sweep.py bench/sweeps/pendulum-10seeds.json --out STUDY_DIR` wrote
 (bench/sweeps/arm-5seeds.json for the arm).
@@ -11,7 +12,9 @@ STUDY_DIR is what `scripts/sweep.py bench/sweeps/pendulum-10seeds.json --out STU
 - models/pendulum-elbo.*: the ELBO run with the median linear r2 of omega over its seeds
   (the lower median for an even count): a typical ELBO run, not a picked failure or success;
   models/arm-elbo.*: the ELBO run of seed 0 (fixed before its study ran).
-The study's statistics go to models/study.json (pendulum) or models/WORLD.study.json.
+The study's statistics go to models/study.json (pendulum) or models/WORLD.study.json. A study
+still running can be shipped from: the records then count the seeds evaluated so far and say how
+many are still to run (re-ship when they have finished).
   scripts/ship_models.py --rerun OUT_DIR
 
 retrains the shipped pair of models/study.json (its shipped seeds, with the study's flags:
@@ -44,9 +47,9 @@ def binary(name):
     return os.path.join(os.environ.get("EKVAE_BIN", os.path.join(TOP, "build", "native")), name)
 
 
-def ship(d, o, record, world="pendulum"):
-    """Copies run directory d into models/WORLD-O.* with the record in the model's metadata."""
-    out = os.path.join(TOP, "models", f"{world}-{o}")
+def ship(d, o, record, world="pendulum", models=os.path.join(TOP, "models")):
+    """Copies run directory d into MODELS/WORLD-O.* with the record in the model's metadata."""
+    out = os.path.join(models, f"{world}-{o}")
     subprocess.run([binary("ekvae_eval"), "--model", os.path.join(d, "model.safetensors"), "--set-record", record,
                     "--write", out + ".safetensors"], check=True)
     shutil.copy(os.path.join(d, "config.json"), out + ".config.json")
@@ -84,6 +87,7 @@ def main():
     ap.add_argument("--constrained-seed", type=int, default=0)
     ap.add_argument("--rerun")
     ap.add_argument("--world", default="pendulum")
+    ap.add_argument("--models-dir", default=os.path.join(TOP, "models"))
     a = ap.parse_args()
     if a.rerun:
         return rerun(a.rerun)
@@ -100,7 +104,8 @@ def main():
     # pendulum, r2_omega1 and r2_omega2 for the arm), from the runs' keys
     omegas = sorted(k for k in runs[0] if k.startswith("r2_") and not k.startswith(("r2_knn_", "r2_cos", "r2_sin")))
     for o, rs in by_obj.items():
-        study[o] = {"seeds": len(rs), "bar_met": sum(1 for r in rs if r["bar"]),
+        todo = sum(1 for r in res["runs"] if r.get("missing") and r["objective"] == o)  # not evaluated yet
+        study[o] = {"seeds": len(rs), "bar_met": sum(1 for r in rs if r["bar"]), "still_to_run": todo,
                     "median_angle_err_10": median([r["angle_err_10"] for r in rs]),
                     "median_angle_err_32": median([r["angle_err_32"] for r in rs])}
         for k in omegas:
@@ -111,16 +116,18 @@ def main():
         pick["elbo"] = el[(len(el) - 1) // 2]
     else:
         pick["elbo"] = next(r for r in by_obj["elbo"] if r["seed"] == 0)
-    models = os.path.join(TOP, "models")
+    models = a.models_dir
+    os.makedirs(models, exist_ok=True)
     for o, r in pick.items():
         st = study[o]
         why = f"seed {r['seed']}, fixed before training" if o == "constrained" or a.world != "pendulum" else \
               f"seed {r['seed']}: the median linear r2 of omega of its {st['seeds']} seeds"
-        record = (f"{o}: {st['bar_met']} of {st['seeds']} seeds met the quality bar (this model: {why}; "
+        so_far = f" so far, {st['still_to_run']} still to run" if st["still_to_run"] else ""
+        record = (f"{o}: {st['bar_met']} of {st['seeds']} seeds met the quality bar{so_far} (this model: {why}; "
                   f"median angle error at 32 steps {st['median_angle_err_32']:.2f} rad)")
         study[o]["shipped_seed"] = r["seed"]
         study[o]["record"] = record
-        ship(os.path.join(TOP, r["dir"]), o, record, a.world)  # dir: relative to the repository or absolute
+        ship(os.path.join(TOP, r["dir"]), o, record, a.world, models)  # dir: relative to the repository or absolute
     study["source"] = os.path.relpath(os.path.join(a.study, "results.json"), TOP)
     name = "study.json" if a.world == "pendulum" else f"{a.world}.study.json"
     with open(os.path.join(models, name), "w") as f:
