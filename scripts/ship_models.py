@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Copies the shipped pair out of a finished seed study into models/.
+"""Copies the shipped pair out of a seed study (finished or still running) into models/ (or --models-dir).
 
   scripts/ship_models.py STUDY_DIR [--constrained-seed 0]
   scripts/ship_models.py STUDY_DIR --world arm          (both of seed 0)
@@ -14,7 +14,7 @@ STUDY_DIR is what `scripts/sweep.py bench/sweeps/pendulum-10seeds.json --out STU
   models/arm-elbo.*: the ELBO run of seed 0 (fixed before its study ran).
 The study's statistics go to models/study.json (pendulum) or models/WORLD.study.json. A study
 still running can be shipped from: the records then count the seeds evaluated so far and say how
-many are still to run (re-ship when they have finished).
+many are not evaluated yet (re-ship when they have finished).
   scripts/ship_models.py --rerun OUT_DIR
 
 retrains the shipped pair of models/study.json (its shipped seeds, with the study's flags:
@@ -58,8 +58,8 @@ def ship(d, o, record, world="pendulum", models=os.path.join(TOP, "models")):
     print(f"{out}.safetensors <- {d}: {record}")
 
 
-def rerun(out_dir):
-    path = os.path.join(TOP, "models", "study.json")
+def rerun(out_dir, models):
+    path = os.path.join(models, "study.json")
     with open(path) as f:
         study = json.load(f)
     for o in ("constrained", "elbo"):
@@ -72,7 +72,7 @@ def rerun(out_dir):
                             "--seed", "3", "--sequences", "200"], check=True, capture_output=True, text=True)
         with open(os.path.join(d, "eval.json"), "w") as f:
             f.write(r.stdout)
-        ship(d, o, study[o]["record"])
+        ship(d, o, study[o]["record"], "pendulum", models)
     study["retrained"] = ("the shipped pair retrained with the study's command by scripts/ship_models.py --rerun "
                           "after the build's arithmetic changed (-ffp-contract=off); the statistics are the study's")
     with open(path, "w") as f:
@@ -90,7 +90,7 @@ def main():
     ap.add_argument("--models-dir", default=os.path.join(TOP, "models"))
     a = ap.parse_args()
     if a.rerun:
-        return rerun(a.rerun)
+        return rerun(a.rerun, a.models_dir)
     if not a.study:
         sys.exit("ship_models: pass a STUDY_DIR or --rerun OUT_DIR")
     with open(os.path.join(a.study, "results.json")) as f:
@@ -104,25 +104,34 @@ def main():
     # pendulum, r2_omega1 and r2_omega2 for the arm), from the runs' keys
     omegas = sorted(k for k in runs[0] if k.startswith("r2_") and not k.startswith(("r2_knn_", "r2_cos", "r2_sin")))
     for o, rs in by_obj.items():
-        todo = sum(1 for r in res["runs"] if r.get("missing") and r["objective"] == o)  # not evaluated yet
-        study[o] = {"seeds": len(rs), "bar_met": sum(1 for r in rs if r["bar"]), "still_to_run": todo,
+        # runs without a usable eval.json: not run yet, still training, or failed
+        todo = sum(1 for r in res["runs"] if r.get("missing") and r["objective"] == o)
+        study[o] = {"seeds": len(rs), "bar_met": sum(1 for r in rs if r["bar"]), "not_evaluated": todo,
                     "median_angle_err_10": median([r["angle_err_10"] for r in rs]),
                     "median_angle_err_32": median([r["angle_err_32"] for r in rs])}
         for k in omegas:
             study[o]["median_" + k] = median([r[k] for r in rs])
-    pick = {"constrained": next(r for r in by_obj["constrained"] if r["seed"] == a.constrained_seed)}
+    def seed_run(o, seed):
+        r = next((r for r in by_obj[o] if r["seed"] == seed), None)
+        if r is None:
+            sys.exit(f"ship_models: {o} seed {seed} is not evaluated in {a.study} (its seeds so far: "
+                     f"{', '.join(str(r['seed']) for r in by_obj[o])}): wait for it, or pass --constrained-seed")
+        if not os.path.exists(os.path.join(TOP, r["dir"], "model.safetensors")):
+            sys.exit(f"ship_models: {o} seed {seed} has no model file in {r['dir']} (a record's copy?)")
+        return r
+    pick = {"constrained": seed_run("constrained", a.constrained_seed)}
     if a.world == "pendulum":
         el = sorted(by_obj["elbo"], key=lambda r: r["r2_omega"])
         pick["elbo"] = el[(len(el) - 1) // 2]
     else:
-        pick["elbo"] = next(r for r in by_obj["elbo"] if r["seed"] == 0)
+        pick["elbo"] = seed_run("elbo", 0)
     models = a.models_dir
     os.makedirs(models, exist_ok=True)
     for o, r in pick.items():
         st = study[o]
         why = f"seed {r['seed']}, fixed before training" if o == "constrained" or a.world != "pendulum" else \
               f"seed {r['seed']}: the median linear r2 of omega of its {st['seeds']} seeds"
-        so_far = f" so far, {st['still_to_run']} still to run" if st["still_to_run"] else ""
+        so_far = f" so far, {st['not_evaluated']} not evaluated yet" if st["not_evaluated"] else ""
         record = (f"{o}: {st['bar_met']} of {st['seeds']} seeds met the quality bar{so_far} (this model: {why}; "
                   f"median angle error at 32 steps {st['median_angle_err_32']:.2f} rad)")
         study[o]["shipped_seed"] = r["seed"]

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """The report of a sweep (scripts/sweep.py, which imports this file): each world's quality bar,
 the runs' files read into DIR/results.json, DIR/results.md and DIR/figures/ (results()), and
 --record's copy of what a study's results rest on (record()). Also the run folders' layout

@@ -54,7 +54,7 @@ std::vector<uint8_t> model_file_bytes(Ekvae<float> & m, const Dataset & train, i
 // `sequences` of d projected on their two principal axes, P [sequences*T, 2] (sequence-major),
 // and the true states beside them, states [sequences*T, S].
 void latent_plane(Ekvae<float> & m, const Dataset & d, int sequences, Eigen::MatrixXd & P, Eigen::MatrixXd & states);
-// The quality bar of a world (docs/results.md; scripts/sweep.py's BARS are the same checks):
+// The quality bar of a world (docs/results.md; scripts/sweep_report.py's BARS are the same checks):
 // pendulum: k-NN r^2 of cos and sin >= 0.95, linear r^2 of omega >= 0.9, forecast angle error
 // <= 0.3 rad at 10 steps and <= 0.6 at 32; arm: linear r^2 of omega1 and omega2 >= 0.8,
 // forecast angle error <= 1/3 of the baseline's at 10 steps and <= 1/2 at 32.

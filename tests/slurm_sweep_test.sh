@@ -142,11 +142,11 @@ if [ "$(tr '\n' ' ' < "$tmp/only.txt")" = "constrained-s0 elbo-s1 " ] &&
   ok "--only elbo-s1,default/constrained-s0: those two, in that order, the same model; the table lists the other 2 as missing"
 else bad "--only: $(cat "$tmp/only.txt") / $out"; fi
 # ship_models from a study still running (the --only sweep: one run of each objective evaluated,
-# one of each still to run): the records count the seeds so far and say how many are still to run;
+# one of each still to run): the records count the seeds so far and say how many are not evaluated yet;
 # from the finished sweep they do not (until 2026-12-07 a running study's records read "1 of 1 seeds")
 /usr/bin/python3 "$top/scripts/ship_models.py" "$tmp/only" --models-dir "$tmp/ship-only" >"$tmp/ship.txt" 2>&1 &&
   /usr/bin/python3 "$top/scripts/ship_models.py" "$tmp/local" --models-dir "$tmp/ship-all" >>"$tmp/ship.txt" 2>&1
-/usr/bin/python3 - "$tmp/ship-only" "$tmp/ship-all" <<'PY' && ok "ship_models from a running study: 'so far, 1 still to run' in both records and models; a finished one's without" || bad "ship_models' records: $(cat "$tmp/ship.txt")"
+/usr/bin/python3 - "$tmp/ship-only" "$tmp/ship-all" <<'PY' && ok "ship_models from a running study: 'so far, 1 not evaluated yet' in both records and models; a finished one's without" || bad "ship_models' records: $(cat "$tmp/ship.txt")"
 import json, os, struct, sys
 def records(d):
     st = json.load(open(os.path.join(d, "study.json")))
@@ -156,12 +156,15 @@ def records(d):
         meta = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]
         if meta["record"] != st[o]["record"]:
             sys.exit(1)
-        out.append((st[o]["seeds"], st[o]["still_to_run"], st[o]["record"]))
+        out.append((st[o]["seeds"], st[o]["not_evaluated"], st[o]["record"]))
     return out
 part, full = records(sys.argv[1]), records(sys.argv[2])
-sys.exit(0 if all(n == 1 and todo == 1 and " of 1 seeds met the quality bar so far, 1 still to run (" in r for n, todo, r in part)
-         and all(n == 2 and todo == 0 and "so far" not in r and "still to run" not in r for n, todo, r in full) else 1)
+sys.exit(0 if all(n == 1 and todo == 1 and " of 1 seeds met the quality bar so far, 1 not evaluated yet (" in r for n, todo, r in part)
+         and all(n == 2 and todo == 0 and "so far" not in r and "not evaluated" not in r for n, todo, r in full) else 1)
 PY
+out=$(/usr/bin/python3 "$top/scripts/ship_models.py" "$tmp/only" --constrained-seed 1 --models-dir "$tmp/ship-s1" 2>&1)
+[ $? -eq 1 ] && echo "$out" | grep -q "constrained seed 1 is not evaluated" && [ ! -e "$tmp/ship-s1" ] &&
+  ok "ship_models with a seed not evaluated yet: refused with its name, nothing written" || bad "ship_models --constrained-seed 1: $out"
 out=$(sweep "$tmp/spec.json" --out "$tmp/only2" --only elbo-s7 2>&1)
 [ $? -eq 2 ] && echo "$out" | grep -q "no run 'elbo-s7'" && [ ! -e "$tmp/only2" ] && ok "--only with a run the spec lacks: refused before anything is made, exit 2" \
   || bad "--only elbo-s7: $out"
