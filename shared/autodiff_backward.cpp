@@ -194,21 +194,17 @@ template <class T> void Tape<T>::backward_node(int id) {
     case Op::Slice:
         if (in_needs(0)) gin(0).block(nd.r0, nd.c0, nd.nr, nd.nc) += G;
         break;
-    case Op::ConcatRows: {
-        Eigen::Index r = 0;
+    case Op::ConcatRows:
+    case Op::ConcatCols: { // input k's block of G: its rows (or columns) from `at` on
+        const bool rows = nd.op == Op::ConcatRows;
+        Eigen::Index at = 0;
         for (size_t k = 0; k < nd.in.size(); k++) {
-            const Eigen::Index rk = vin((int)k).rows();
-            if (in_needs((int)k)) gin((int)k) += G.middleRows(r, rk);
-            r += rk;
-        }
-        break;
-    }
-    case Op::ConcatCols: {
-        Eigen::Index c = 0;
-        for (size_t k = 0; k < nd.in.size(); k++) {
-            const Eigen::Index ck = vin((int)k).cols();
-            if (in_needs((int)k)) gin((int)k) += G.middleCols(c, ck);
-            c += ck;
+            const Eigen::Index nk = rows ? vin((int)k).rows() : vin((int)k).cols();
+            if (in_needs((int)k)) {
+                if (rows) gin((int)k) += G.middleRows(at, nk);
+                else gin((int)k) += G.middleCols(at, nk);
+            }
+            at += nk;
         }
         break;
     }

@@ -197,9 +197,15 @@ template <class T, int N, int K> struct KalmanKernels {
 #define EKVAE_KALMAN_KERNEL(T, fixed, call) \
     ((fixed) ? KalmanKernels<T, 3, 2>::call : KalmanKernels<T, Eigen::Dynamic, Eigen::Dynamic>::call)
 
-// Column j of each input's gradient (null where the input needs none).
-template <class T> void grad_cols(const FusedNode<T> & f, Eigen::Index j, T ** g) {
-    for (int i = 0; i < f.n_in; i++) g[i] = f.in_grad[i] ? col_of(*f.in_grad[i], j) : nullptr;
+// The backward loop over the samples (the columns of the node's gradient G): body(j, Gj, g) with
+// Gj column j of G and g[i] column j of input i's gradient (null where the input needs none).
+template <class T, class Body> void each_sample_backward(const FusedNode<T> & f, Body body) {
+    const Mat<T> & G = *f.grad;
+    T * g[kMaxFusedInputs];
+    for (Eigen::Index j = 0; j < G.cols(); j++) {
+        for (int i = 0; i < f.n_in; i++) g[i] = f.in_grad[i] ? col_of(*f.in_grad[i], j) : nullptr;
+        body(j, G.data() + j * G.rows(), g);
+    }
 }
 
 // ---- the tape ops: forward, then backward ---------------------------------------------------
@@ -207,51 +213,39 @@ template <class T> void grad_cols(const FusedNode<T> & f, Eigen::Index j, T ** g
 // gain (P_pred_next, F_next, P); sample (m, P, J, F_next, q_next, m_pred_next, z_next, eps).
 
 template <class T> void predict_backward(const FusedNode<T> & f) {
-    const Mat<T> & G = *f.grad;
     const int n = (int)f.in[3]->rows();
-    T * g[kMaxFusedInputs];
-    for (Eigen::Index j = 0; j < G.cols(); j++) {
-        grad_cols(f, j, g);
-        const T * F = col_of(*f.in[0], j), * m = col_of(*f.in[3], j), * P = col_of(*f.in[4], j), * Gj = G.data() + j * G.rows();
+    each_sample_backward(f, [&](Eigen::Index j, const T * Gj, T ** g) {
+        const T * F = col_of(*f.in[0], j), * m = col_of(*f.in[3], j), * P = col_of(*f.in[4], j);
         EKVAE_KALMAN_KERNEL(T, n == 3, predict_back(n, F, m, P, Gj, g[0], g[1], g[2], g[3], g[4]));
-    }
+    });
 }
 
 template <class T> void update_backward(const FusedNode<T> & f) {
-    const Mat<T> & G = *f.grad;
     const int n = (int)f.in[2]->rows(), k = (int)f.in[4]->rows();
-    T * g[kMaxFusedInputs];
-    for (Eigen::Index j = 0; j < G.cols(); j++) {
-        grad_cols(f, j, g);
+    each_sample_backward(f, [&](Eigen::Index j, const T * Gj, T ** g) {
         const T * H = col_of(*f.in[0], j), * R = col_of(*f.in[1], j), * mp = col_of(*f.in[2], j), * Pp = col_of(*f.in[3], j);
-        const T * aux = f.aux->data() + j * f.aux->rows(), * Gj = G.data() + j * G.rows();
+        const T * aux = f.aux->data() + j * f.aux->rows();
         EKVAE_KALMAN_KERNEL(T, n == 3 && k == 2, update_back(n, k, H, R, mp, Pp, aux, Gj, g[0], g[1], g[2], g[3], g[4]));
-    }
+    });
 }
 
 template <class T> void gain_backward(const FusedNode<T> & f) {
-    const Mat<T> & G = *f.grad, & Y = *f.value;
+    const Mat<T> & Y = *f.value;
     const int n = f.br;
-    T * g[kMaxFusedInputs];
-    for (Eigen::Index j = 0; j < G.cols(); j++) {
-        grad_cols(f, j, g);
+    each_sample_backward(f, [&](Eigen::Index j, const T * Gj, T ** g) {
         const T * F = col_of(*f.in[1], j), * P = col_of(*f.in[2], j), * J = Y.data() + j * Y.rows(), * aux = f.aux->data() + j * f.aux->rows();
-        const T * Gj = G.data() + j * G.rows();
         EKVAE_KALMAN_KERNEL(T, n == 3, gain_back(n, F, P, J, aux, Gj, g[0], g[1], g[2]));
-    }
+    });
 }
 
 template <class T> void sample_backward(const FusedNode<T> & f) {
-    const Mat<T> & G = *f.grad;
     const int n = (int)f.in[0]->rows();
-    T * g[kMaxFusedInputs];
-    for (Eigen::Index j = 0; j < G.cols(); j++) {
-        grad_cols(f, j, g);
+    each_sample_backward(f, [&](Eigen::Index j, const T * Gj, T ** g) {
         const T * P = col_of(*f.in[1], j), * J = col_of(*f.in[2], j), * F = col_of(*f.in[3], j), * q = col_of(*f.in[4], j);
         const T * mpn = col_of(*f.in[5], j), * zn = col_of(*f.in[6], j), * eps = col_of(*f.in[7], j);
-        const T * aux = f.aux->data() + j * f.aux->rows(), * Gj = G.data() + j * G.rows();
+        const T * aux = f.aux->data() + j * f.aux->rows();
         EKVAE_KALMAN_KERNEL(T, n == 3, sample_back(n, P, J, F, q, mpn, zn, eps, aux, Gj, g[0], g[1], g[2], g[3], g[4], g[5], g[6]));
-    }
+    });
 }
 
 } // namespace
