@@ -34,6 +34,8 @@ import shutil
 import subprocess
 import sys
 
+from sweep_report import write_json  # (through a .part file: a good study.json is never left half-written)
+
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -75,9 +77,7 @@ def rerun(out_dir, models):
         ship(d, o, study[o]["record"], "pendulum", models)
     study["retrained"] = ("the shipped pair retrained with the study's command by scripts/ship_models.py --rerun "
                           "after the build's arithmetic changed (-ffp-contract=off); the statistics are the study's")
-    with open(path, "w") as f:
-        json.dump(study, f, indent=2)
-        f.write("\n")
+    write_json(path, study)
     return 0
 
 
@@ -139,9 +139,7 @@ def main():
         ship(os.path.join(TOP, r["dir"]), o, record, a.world, models)  # dir: relative to the repository or absolute
     study["source"] = os.path.relpath(os.path.join(a.study, "results.json"), TOP)
     name = "study.json" if a.world == "pendulum" else f"{a.world}.study.json"
-    with open(os.path.join(models, name), "w") as f:
-        json.dump(study, f, indent=2)
-        f.write("\n")
+    write_json(os.path.join(models, name), study)
 
 
 if __name__ == "__main__":
