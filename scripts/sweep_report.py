@@ -145,9 +145,11 @@ def mean_std(xs):
 
 
 def world_of(preset):
-    """The world a preset trains on: the page's presets ("browser", "arm-browser") are a world's
-    preset on a shorter schedule, judged by that world's bar."""
-    return {"browser": "pendulum", "arm-browser": "arm"}.get(preset, preset)
+    """The world a preset trains on: the page's presets ("browser" for the pendulum, "WORLD-browser"
+    for the others; config_preset) are a world's preset on a shorter schedule, judged by its bar."""
+    if preset == "browser":
+        return "pendulum"
+    return preset[: -len("-browser")] if preset.endswith("-browser") and len(preset) > len("-browser") else preset
 
 
 def results(runs, out, spec_path, world, validation=None):

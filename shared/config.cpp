@@ -332,11 +332,17 @@ bool config_preset(const std::string & name, EkvaeConfig & cfg) {
         set_schedule(cfg, 4000, 4, 1000, 200000, 180000);
         return true;
     }
-    if (name == "browser" || name == "arm-browser") {
-        // the page's Train panel (about a minute in a browser tab): the world's preset on a
-        // shorter schedule of the same shape (docs/results.md, "Training in the page"); one
-        // thread unless the page's worker asks for more (cross-origin isolated pages)
-        config_preset(name == "browser" ? "pendulum" : "arm", cfg);
+    // "WORLD-browser" ("browser" is the pendulum's): the page's Train panel (about a minute in a
+    // browser tab): the world's preset on a shorter schedule of the same shape (docs/results.md,
+    // "Training in the page"); one thread unless the page's worker asks for more (cross-origin
+    // isolated pages). Every world with a preset has one, so a new world needs none of its own.
+    const std::string suffix = "-browser";
+    const bool browser = name == "browser" ||
+                         (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0);
+    const std::string world = name == "browser" ? "pendulum" : browser ? name.substr(0, name.size() - suffix.size()) : "";
+    EkvaeConfig w;
+    if (browser && (name == "browser" || world != "pendulum") && config_preset(world, w) && w.world == world) {
+        cfg = w;
         cfg.threads = 1;
         cfg.batch = 16;
         cfg.eval_every = 0;

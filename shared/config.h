@@ -82,8 +82,9 @@ bool config_validate(const EkvaeConfig & cfg, std::string & err);
 std::vector<std::string> config_keys();
 // Named presets: "pendulum" (the defaults) and "arm" (world arm, n_u 2, 24x24 frames, n_a 8,
 // n_z 8, K 48, wider networks, its own D0; 200,000 steps in all on 4,000 sequences, 4 starts of
-// 1,000 included), and "browser" / "arm-browser": those on the page's short one-thread schedule
-// (batch 16, 6,000 steps, 4 starts of 1,000, 1,000 sequences); returns false for an unknown name.
+// 1,000 included), and "WORLD-browser" for every world with a preset of its name ("browser" for
+// the pendulum, "arm-browser"): that preset on the page's short one-thread schedule (batch 16,
+// 6,000 steps, 4 starts of 1,000, 1,000 sequences); returns false (cfg untouched) for an unknown name.
 bool config_preset(const std::string & name, EkvaeConfig & cfg);
 
 } // namespace ekvae

@@ -237,6 +237,13 @@ std::vector<BarCheck> quality_bar(const EvalMetrics & e, const std::string & wor
     return bar;
 }
 
+bool bar_met(const std::vector<BarCheck> & bar) {
+    if (bar.empty()) return false;
+    for (const BarCheck & b : bar)
+        if (!b.met) return false;
+    return true;
+}
+
 void evaluate(Ekvae<float> & m, const Dataset & d, EvalMetrics & e, bool fit, uint64_t seed) {
     const World & w = d.world();
     const int N = d.N;

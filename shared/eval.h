@@ -64,7 +64,9 @@ struct BarCheck {
     bool at_least;       // value >= limit (else value <= limit)
     bool met;
 };
-std::vector<BarCheck> quality_bar(const EvalMetrics & e, const std::string & world);
+std::vector<BarCheck> quality_bar(const EvalMetrics & e, const std::string & world); // {} for a world without a bar
+// Every check met, and there is at least one: a world without a bar never reads as "met".
+bool bar_met(const std::vector<BarCheck> & bar);
 // metrics.json: r2 and r2_knn by target name, forecast_* / baseline_* by horizon, the curves,
 // elbo, distortion, rate, sequences (the pendulum's keys r2.cos, forecast_angle_err, ...).
 std::string metrics_to_json(const EvalMetrics & e, int indent = 2);

@@ -59,8 +59,20 @@ TEST_CASE("config: presets name a world, and n_u must match the world's actions"
         CHECK(b.lambda_warmup == (std::string(name) == "browser" ? "skip" : "none"));
     }
     for (const std::string & w : world_names()) {
-        EkvaeConfig p;
+        EkvaeConfig p, b;
         CHECK_MESSAGE(config_preset(w, p), "every world has a preset of its name: " << w);
+        // and a browser preset with nothing of its own to write: "WORLD-browser" ("browser" for the pendulum)
+        CHECK_MESSAGE(config_preset(w == "pendulum" ? "browser" : w + "-browser", b), "the page's preset of " << w);
+        CHECK(b.world == w);
+        CHECK(b.train_steps == 6000);
+    }
+    // not a world's browser preset: refused, the config untouched
+    for (const char * name : {"moon-browser", "-browser", "pendulum-browser", "browser-browser", "arm-browser-browser", "arm-brows"}) {
+        EkvaeConfig p;
+        p.seed = 12345;
+        CHECK_MESSAGE(!config_preset(name, p), name);
+        CHECK(p.seed == 12345);
+        CHECK(p.world == "pendulum");
     }
     c.n_u = 1;
     CHECK_FALSE(config_validate(c, err));

@@ -59,6 +59,11 @@ TEST_CASE("the quality bar, a run's generated data, the model file and the laten
     CHECK(bar[3].met);       // 0.2 <= 0.3 at 10 steps
     CHECK_FALSE(bar[4].met); // NaN at 32
     CHECK(quality_bar(e, "no such world").empty());
+    CHECK_FALSE(bar_met(bar));                      // one check missed
+    CHECK_FALSE(bar_met(quality_bar(e, "no such world"))); // no bar is not a bar met
+    std::vector<BarCheck> all = bar;
+    for (BarCheck & b : all) b.met = true;
+    CHECK(bar_met(all));
 
     // generate_run_data: the config's sizes and seeds; the held-out set is long enough to forecast
     EkvaeConfig c = tiny_train_config();

@@ -120,7 +120,8 @@ struct TrainView {
     bool follow = true;                // the live filter runs the snapshots of the model in training
     long snapshot_step = -1;           // the step of the snapshot running in slot 0
     struct Check { std::string name; double value, limit; bool at_least, met; };
-    std::vector<Check> bar;            // the quality bar on a fresh test set (after the run)
+    bool evaluated = false;            // the run's end came with its metrics on a fresh test set
+    std::vector<Check> bar;            // the quality bar on it (none for a world without a bar)
     bool bar_met = false;
     double r2_omega = 0;
     std::string error;

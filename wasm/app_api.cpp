@@ -112,7 +112,9 @@ std::string app_state_json(App & app) {
     };
     json j;
     j["world"] = w.name;
+    j["world_title"] = w.title;
     j["state_names"] = w.state_names;
+    j["state_angles"] = w.angle;
     j["state"] = app.state;
     j["image_size"] = app.W;
     j["t"] = app.t;

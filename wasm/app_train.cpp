@@ -117,7 +117,8 @@ void run_started(TrainView & t, const json & cfg) {
     fresh.seed = t.seed;
     fresh.steps = t.steps;
     t = fresh;
-    t.run_world = preset == "browser" ? "pendulum" : preset.substr(0, preset.find('-'));
+    const std::string suffix = "-browser"; // "WORLD-browser" (config_preset)
+    t.run_world = preset == "browser" || preset.size() <= suffix.size() ? "pendulum" : preset.substr(0, preset.size() - suffix.size());
     t.run_objective = cfg.value("objective", std::string("constrained"));
     t.run_seed = cfg.value("seed", 0);
     t.total = cfg.value("steps", 6000);
@@ -194,9 +195,10 @@ void draw_status(App & app) {
     tip("The world's filter and forecast run the model being trained (a new snapshot every few seconds). "
         "Choosing another model turns this off.");
     if (!t.error.empty()) ImGui::TextColored(ImVec4(1.f, 0.45f, 0.35f, 1.f), "%s", t.error.c_str());
-    if (t.bar.empty()) return;
+    if (!t.evaluated) return;
     ImGui::Separator();
-    ImGui::Text("Quality bar (fresh test set): %s", t.bar_met ? "met" : "missed");
+    if (t.bar.empty()) ImGui::TextWrapped("Quality bar: none for %s (shared/eval.cpp, quality_bar)", t.run_world.c_str());
+    else ImGui::Text("Quality bar (fresh test set): %s", t.bar_met ? "met" : "missed");
     for (const TrainView::Check & c : t.bar)
         ImGui::TextColored(c.met ? ImVec4(0.55f, 0.85f, 0.55f, 1.f) : ImVec4(1.f, 0.55f, 0.4f, 1.f), "%s %-13s %.3f %s %.2g",
                            c.met ? "ok  " : "miss", c.name.c_str(), c.value, c.at_least ? ">=" : "<=", c.limit);
@@ -270,7 +272,7 @@ void app_train_report(App & app, const std::string & type, const std::string & t
         run_started(t, j);
     } else if (type == "resumed") {
         t.running = true;
-        t.stopped = t.finished = false;
+        t.stopped = t.finished = t.evaluated = false;
         t.bar.clear();
         t.error.clear();
     } else if (type == "progress") {
@@ -312,6 +314,7 @@ void app_train_report(App & app, const std::string & type, const std::string & t
         t.total = j.value("steps", t.total);
         t.seconds = j.value("seconds", t.seconds);
         t.bar.clear();
+        t.evaluated = j.contains("metrics") && j["metrics"].is_object();
         if (j.contains("metrics") && j["metrics"].contains("bar"))
             for (const json & c : j["metrics"]["bar"])
                 t.bar.push_back({c.value("name", std::string()), c.value("value", 0.0), c.value("limit", 0.0), c.value("at_least", true),

@@ -13,7 +13,12 @@
     overlay.classList.remove('hidden');
   }
 
-  const WORLDS = ['pendulum', 'arm']; // the app's worlds (ekvae::world_names())
+  // The app's worlds (ekvae::world_names()): the page checks world= before the module loads, so
+  // this is the one list of them outside the core; each world's browser preset is its name +
+  // '-browser' ('browser' for the pendulum; config_preset).
+  const WORLDS = ['pendulum', 'arm'];
+  const trainPreset = (world) => (world === 'pendulum' ? 'browser' : `${world}-browser`);
+  const presetWorld = (preset) => (preset === 'browser' ? 'pendulum' : String(preset).replace(/-browser$/, ''));
   const MAX_HORIZON = 200;            // kMaxHorizon in wasm/app.h
 
   // URL parameters -> app options. Invalid values are ignored with a console warning, so a
@@ -152,7 +157,6 @@
   // The worker posts progress, latent plots, model snapshots and the final model; the app's Train
   // panel draws them (ekvae_train_report) and the live filter runs the snapshots while the
   // panel's "live filter uses this model" is on. One run at a time; it survives model switches.
-  const TRAIN_WORLDS = { pendulum: 'browser', arm: 'arm-browser' }; // world -> the browser preset
   const training = { worker: null, ready: null, run: null, state: null, last: null };
   function report(type, msg) {
     if (!mod) return;
@@ -232,12 +236,12 @@
   function train(opts = {}) {
     need();
     const world = opts.world === undefined ? 'pendulum' : String(opts.world);
-    if (!TRAIN_WORLDS[world]) return Promise.reject(new RangeError(`train: world '${world}' (there are: ${Object.keys(TRAIN_WORLDS).join(', ')})`));
+    if (!WORLDS.includes(world)) return Promise.reject(new RangeError(`train: world '${world}' (there are: ${WORLDS.join(', ')})`));
     const objective = opts.objective === undefined ? 'constrained' : String(opts.objective);
     if (objective !== 'constrained' && objective !== 'elbo') return Promise.reject(new RangeError("train: objective 'constrained' or 'elbo'"));
     const seed = opts.seed === undefined ? 0 : Number(opts.seed);
     if (!Number.isInteger(seed) || seed < 0) return Promise.reject(new RangeError('train: seed must be a non-negative integer'));
-    const config = { preset: TRAIN_WORLDS[world], objective, seed };
+    const config = { preset: trainPreset(world), objective, seed };
     if (opts.steps !== undefined) {
       const n = Number(opts.steps);
       if (!Number.isInteger(n) || n < 1) return Promise.reject(new RangeError('train: steps must be a positive integer'));
@@ -261,7 +265,7 @@
   function downloadTrained() {
     if (!training.last) return;
     const c = training.last.config || {};
-    const world = c.preset === 'arm-browser' ? 'arm' : 'pendulum';
+    const world = presetWorld(c.preset || 'browser');
     const a = document.createElement('a');
     a.href = URL.createObjectURL(new Blob([training.last.bytes], { type: 'application/octet-stream' }));
     a.download = `${world}-${c.objective || 'model'}-seed${c.seed === undefined ? 0 : c.seed}-browser.safetensors`;
@@ -383,8 +387,9 @@
   // The live summary for screen readers (#live, aria-live polite), renewed once a second.
   function summary(s) {
     const f = (x) => (x >= 0 ? '' : 'minus ') + Math.abs(x).toFixed(2);
-    const names = s.state_names, angles = names.filter((n) => n.startsWith('theta'));
-    const parts = [`${s.world === 'arm' ? 'Two-link arm' : 'Pendulum'}, time ${s.t.toFixed(1)} seconds.`];
+    const names = s.state_names, angles = names.filter((n, i) => s.state_angles[i]);
+    const title = s.world_title || s.world;
+    const parts = [`${title.charAt(0).toUpperCase()}${title.slice(1)}, time ${s.t.toFixed(1)} seconds.`];
     for (const n of angles) {
       const i = names.indexOf(n);
       let t = `True ${n} ${f(s.state[i])} radians`;

@@ -31,6 +31,9 @@ export async function armChecks({ test, context, base, outDir }) {
       check(r.first.world === 'arm' && r.first.state.length === 4 && r.first.torques.length === 2 &&
             r.first.image_size === 24, `state: world ${r.first.world}, ${r.first.state_names}, image ${r.first.image_size}`);
       check(r.first.world_models.every((n) => n.startsWith('arm-')), `world models ${r.first.world_models}`);
+      // the world's title and which components are angles (the live summary names the angles by them)
+      check(r.first.world_title === 'two-link arm' && JSON.stringify(r.first.state_angles) === '[true,true,false,false]',
+            `world_title ${r.first.world_title}, state_angles ${JSON.stringify(r.first.state_angles)}`);
       let worst = 0;
       for (const u of [[0, 0], [1.5, -1], [-3, 3]]) {
         const ref = armReferenceSteps([0.3, -0.5, 1, -1], u, 40), s = r.out[u.join(',')];
