@@ -1,7 +1,8 @@
 // main.cpp: window, OpenGL context and main loop for the ekvae demo, in the browser (SDL2 +
 // WebGL2, built with Emscripten) and natively (ekvae_viewer: SDL2 + OpenGL 3).
 // The frame body is one function, run by emscripten_set_main_loop_arg in the browser and by a
-// while loop natively. The only file of the project that includes <emscripten*.h>.
+// while loop natively. The app's only file that includes <emscripten*.h> (the page's trainer,
+// train_worker.cpp, is the other file of wasm/ that does).
 //
 // Flags (the page turns its URL parameters into these):
 //   --world NAME  --horizon N  --torque hold|zero  --compare [0|1]  --model NAME  --ui minimal|full

@@ -172,32 +172,43 @@ export async function trainChecks({ test, context, base, siteDir, outDir, perf, 
            `loaded by the page and by ekvae_eval (elbo ${e.elbo.toFixed(1)}); resumed to ${r2.steps}, stopped by closing the panel`;
   });
 
-  await test('train: one thread on a plain static host; several with scripts/serve_site.py (COOP/COEP); threads > 1 refused on one thread', async () => {
+  await test('train: one thread on a plain static host (and the arm\'s browser preset there); several with scripts/serve_site.py (COOP/COEP); threads > 1 refused on one thread', async () => {
     // a host without the isolation headers: the single-threaded ekvae_train.js
     const plain = await startServer(siteDir, { isolate: false });
     const served = [];
     try {
-      const short = async (url) => {
+      const short = async (url, arm) => {
         const errs = [];
         const o = await openPage(context, url, errs);
         await waitReady(o.page, o.t0);
-        const r = await o.page.evaluate(async () => {
+        const r = await o.page.evaluate(async (arm) => {
           // a small run: 64 training and 16 held-out sequences, the final check on 8
           const t = await window.ekvae.train({ objective: 'constrained', seed: 3, steps: 150, evalSequences: 8,
                                                config: { restarts: 1, train_sequences: 64, test_sequences: 16 } });
           let refused = null, badEval = null;
           await window.ekvae.train({ steps: 10, threads: 64 }).catch((e) => { refused = e.message; });
           await window.ekvae.train({ steps: 10, evalSequences: 1 }).catch((e) => { badEval = e.message; });
+          // the arm's browser preset ("arm-browser", made by config_preset from the arm's): a few
+          // steps, judged by the arm's bar (its four checks, not the pendulum's five)
+          let a = null;
+          if (arm) {
+            const ta = await window.ekvae.train({ world: 'arm', objective: 'elbo', seed: 1, steps: 30, evalSequences: 2,
+                                                  config: { restarts: 1, train_sequences: 16, test_sequences: 4 } });
+            a = { steps: ta.steps, bytes: ta.model.byteLength, bar: ta.metrics.bar.map((c) => c.name), bar_met: ta.metrics.bar_met,
+                  panel: window.ekvae.state().training };
+          }
           return { isolated: self.crossOriginIsolated, cores: navigator.hardwareConcurrency, threads: t.threads, steps: t.steps,
-                   bytes: t.model.byteLength, evaluated: t.metrics.sequences, refused, badEval };
-        });
+                   bytes: t.model.byteLength, evaluated: t.metrics.sequences, refused, badEval, arm: a };
+        }, arm);
         await o.page.close();
         check(errs.length === 0, errs.join(' | '));
         check(r.steps === 150 && r.bytes > 0 && r.evaluated === 8, `${url}: ${JSON.stringify(r)}`);
         check(/evalSequences/.test(r.badEval || ''), `${url}, evalSequences 1: ${r.badEval}`);
         return r;
       };
-      const a = await short(`http://127.0.0.1:${plain.address().port}/index.html`);
+      const a = await short(`http://127.0.0.1:${plain.address().port}/index.html`, true);
+      check(a.arm && a.arm.steps === 30 && a.arm.bytes > 0 && a.arm.bar.join() === 'r2_omega1,r2_omega2,angle_ratio_10,angle_ratio_32' &&
+            a.arm.bar_met === false, `the arm's run in the page: ${JSON.stringify(a.arm)}`);
       check(!a.isolated && a.threads === 1, `plain host: isolated ${a.isolated}, ${a.threads} thread(s)`);
       check(/COOP\/COEP/.test(a.refused || ''), `plain host, threads 64: ${a.refused}`);
       // the server scripts/serve.sh runs
@@ -212,7 +223,7 @@ export async function trainChecks({ test, context, base, siteDir, outDir, perf, 
       const b = await short(`http://127.0.0.1:${port}/index.html`);
       check(b.isolated && b.threads === Math.min(4, b.cores), `serve_site.py: isolated ${b.isolated}, ${b.threads} thread(s), ${b.cores} cores`);
       check(/1 to 4 threads/.test(b.refused || ''), `serve_site.py, threads 64: ${b.refused}`);
-      return `plain host: ${a.threads} thread; serve_site.py: cross-origin isolated, ${b.threads} threads (${b.cores} cores); threads 64 refused: "${a.refused}"`;
+      return `plain host: ${a.threads} thread, the arm's 30 steps judged by its bar (${a.arm.bar.length} checks); serve_site.py: cross-origin isolated, ${b.threads} threads (${b.cores} cores); threads 64 refused: "${a.refused}"`;
     } finally {
       plain.close();
       for (const py of served) py.kill();
