@@ -117,8 +117,10 @@ void run_started(TrainView & t, const json & cfg) {
     fresh.seed = t.seed;
     fresh.steps = t.steps;
     t = fresh;
-    const std::string suffix = "-browser"; // "WORLD-browser" (config_preset)
-    t.run_world = preset == "browser" || preset.size() <= suffix.size() ? "pendulum" : preset.substr(0, preset.size() - suffix.size());
+    // "browser" is the pendulum's, "WORLD-browser" WORLD's (config_preset); any other preset is a world's name
+    const std::string suffix = "-browser";
+    const bool browser = preset.size() > suffix.size() && preset.compare(preset.size() - suffix.size(), suffix.size(), suffix) == 0;
+    t.run_world = preset == "browser" ? "pendulum" : browser ? preset.substr(0, preset.size() - suffix.size()) : preset;
     t.run_objective = cfg.value("objective", std::string("constrained"));
     t.run_seed = cfg.value("seed", 0);
     t.total = cfg.value("steps", 6000);
@@ -314,7 +316,7 @@ void app_train_report(App & app, const std::string & type, const std::string & t
         t.total = j.value("steps", t.total);
         t.seconds = j.value("seconds", t.seconds);
         t.bar.clear();
-        t.evaluated = j.contains("metrics") && j["metrics"].is_object();
+        t.evaluated = j.contains("metrics") && j["metrics"].contains("bar"); // tw_metrics answers {} without a run
         if (j.contains("metrics") && j["metrics"].contains("bar"))
             for (const json & c : j["metrics"]["bar"])
                 t.bar.push_back({c.value("name", std::string()), c.value("value", 0.0), c.value("limit", 0.0), c.value("at_least", true),

@@ -387,7 +387,8 @@
   // The live summary for screen readers (#live, aria-live polite), renewed once a second.
   function summary(s) {
     const f = (x) => (x >= 0 ? '' : 'minus ') + Math.abs(x).toFixed(2);
-    const names = s.state_names, angles = names.filter((n, i) => s.state_angles[i]);
+    const names = s.state_names, isAngle = s.state_angles || names.map((n) => n.startsWith('theta'));
+    const angles = names.filter((n, i) => isAngle[i]);
     const title = s.world_title || s.world;
     const parts = [`${title.charAt(0).toUpperCase()}${title.slice(1)}, time ${s.t.toFixed(1)} seconds.`];
     for (const n of angles) {
