@@ -297,6 +297,15 @@ static void set_schedule(EkvaeConfig & cfg, int sequences, int starts, int start
     cfg.lr_decay_end = steps;
 }
 
+std::string browser_preset(const std::string & world) { return world == "pendulum" ? "browser" : world + "-browser"; }
+
+std::string preset_world(const std::string & preset) {
+    const std::string suffix = "-browser";
+    if (preset == "browser") return "pendulum";
+    const bool browser = preset.size() > suffix.size() && preset.compare(preset.size() - suffix.size(), suffix.size(), suffix) == 0;
+    return browser ? preset.substr(0, preset.size() - suffix.size()) : preset;
+}
+
 bool config_preset(const std::string & name, EkvaeConfig & cfg) {
     if (name == "pendulum") {
         cfg = EkvaeConfig{};
@@ -336,12 +345,9 @@ bool config_preset(const std::string & name, EkvaeConfig & cfg) {
     // browser tab): the world's preset on a shorter schedule of the same shape (docs/results.md,
     // "Training in the page"); one thread unless the page's worker asks for more (cross-origin
     // isolated pages). Every world with a preset has one, so a new world needs none of its own.
-    const std::string suffix = "-browser";
-    const bool browser = name == "browser" ||
-                         (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0);
-    const std::string world = name == "browser" ? "pendulum" : browser ? name.substr(0, name.size() - suffix.size()) : "";
+    const std::string world = preset_world(name);
     EkvaeConfig w;
-    if (browser && (name == "browser" || world != "pendulum") && config_preset(world, w) && w.world == world) {
+    if (world != name && browser_preset(world) == name && config_preset(world, w) && w.world == world) {
         cfg = w;
         cfg.threads = 1;
         cfg.batch = 16;

@@ -86,5 +86,9 @@ std::vector<std::string> config_keys();
 // the pendulum, "arm-browser"): that preset on the page's short one-thread schedule (batch 16,
 // 6,000 steps, 4 starts of 1,000, 1,000 sequences); returns false (cfg untouched) for an unknown name.
 bool config_preset(const std::string & name, EkvaeConfig & cfg);
+// The page's preset of a world ("browser" for the pendulum, else "WORLD-browser"), and the world
+// a preset name points at ("browser" -> "pendulum", "WORLD-browser" -> "WORLD", else the name).
+std::string browser_preset(const std::string & world);
+std::string preset_world(const std::string & preset);
 
 } // namespace ekvae

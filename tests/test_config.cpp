@@ -62,10 +62,16 @@ TEST_CASE("config: presets name a world, and n_u must match the world's actions"
         EkvaeConfig p, b;
         CHECK_MESSAGE(config_preset(w, p), "every world has a preset of its name: " << w);
         // and a browser preset with nothing of its own to write: "WORLD-browser" ("browser" for the pendulum)
-        CHECK_MESSAGE(config_preset(w == "pendulum" ? "browser" : w + "-browser", b), "the page's preset of " << w);
+        CHECK_MESSAGE(config_preset(browser_preset(w), b), "the page's preset of " << w);
         CHECK(b.world == w);
         CHECK(b.train_steps == 6000);
+        CHECK(preset_world(browser_preset(w)) == w); // the page's Train panel names a run's world by this
+        CHECK(preset_world(w) == w);                  // a world's own preset
     }
+    CHECK(browser_preset("pendulum") == "browser");
+    CHECK(browser_preset("arm") == "arm-browser");
+    CHECK(preset_world("browser") == "pendulum");
+    CHECK(preset_world("-browser") == "-browser"); // no world before the suffix: not a browser preset
     // not a world's browser preset: refused, the config untouched
     for (const char * name : {"moon-browser", "-browser", "pendulum-browser", "browser-browser", "arm-browser-browser", "arm-brows"}) {
         EkvaeConfig p;

@@ -102,7 +102,7 @@ void start_run(App & app) {
     const TrainView & t = app.train;
     const std::vector<std::string> worlds = ekvae::world_names();
     const std::string world = worlds[std::clamp(t.world, 0, (int)worlds.size() - 1)];
-    const json cfg = {{"preset", world == "pendulum" ? "browser" : world + "-browser"}, {"objective", kObjectives[t.objective & 1]},
+    const json cfg = {{"preset", ekvae::browser_preset(world)}, {"objective", kObjectives[t.objective & 1]},
                       {"seed", t.seed}, {"steps", t.steps}};
     app.train_start(cfg.dump());
 }
@@ -117,10 +117,7 @@ void run_started(TrainView & t, const json & cfg) {
     fresh.seed = t.seed;
     fresh.steps = t.steps;
     t = fresh;
-    // "browser" is the pendulum's, "WORLD-browser" WORLD's (config_preset); any other preset is a world's name
-    const std::string suffix = "-browser";
-    const bool browser = preset.size() > suffix.size() && preset.compare(preset.size() - suffix.size(), suffix.size(), suffix) == 0;
-    t.run_world = preset == "browser" ? "pendulum" : browser ? preset.substr(0, preset.size() - suffix.size()) : preset;
+    t.run_world = ekvae::preset_world(preset);
     t.run_objective = cfg.value("objective", std::string("constrained"));
     t.run_seed = cfg.value("seed", 0);
     t.total = cfg.value("steps", 6000);
@@ -317,7 +314,7 @@ void app_train_report(App & app, const std::string & type, const std::string & t
         t.seconds = j.value("seconds", t.seconds);
         t.bar.clear();
         t.evaluated = j.contains("metrics") && j["metrics"].contains("bar"); // tw_metrics answers {} without a run
-        if (j.contains("metrics") && j["metrics"].contains("bar"))
+        if (t.evaluated)
             for (const json & c : j["metrics"]["bar"])
                 t.bar.push_back({c.value("name", std::string()), c.value("value", 0.0), c.value("limit", 0.0), c.value("at_least", true),
                                  c.value("met", false)});
