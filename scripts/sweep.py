@@ -64,6 +64,8 @@ import time
 
 from sweep_report import TOP, die, record, results, run_dir, set_of, validated, world_of, write_json
 
+SAVE_SECONDS = 5  # how often a training run's sweep_run.json "seconds" is saved while it runs
+
 
 def binaries():
     b = os.environ.get("EKVAE_BIN", os.path.join(TOP, "build", "native"))
@@ -254,8 +256,20 @@ def run_one(run, out, spec, train, ev):
             if cpu not in cpus:
                 cpus.append(cpu)
                 write_json(meta_path, meta)  # now: a task killed mid-run still names this CPU
-            rc = subprocess.run(cmd, stdout=lf, stderr=lf).returncode
-            meta["seconds"] = meta.get("seconds", 0) + time.time() - t0
+            # the run's seconds are saved every SAVE_SECONDS while it trains, so that a task killed
+            # mid-run (a session's end, scancel, a node lost) keeps the time it trained: until
+            # 2026-12-08 they were saved at the end only, and an arm run resumed after 163 minutes
+            # recorded the last 19
+            seconds0 = meta.get("seconds", 0)
+            proc = subprocess.Popen(cmd, stdout=lf, stderr=lf)
+            while True:
+                try:
+                    rc = proc.wait(timeout=SAVE_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    meta["seconds"] = seconds0 + time.time() - t0
+                    write_json(meta_path, meta)
+            meta["seconds"] = seconds0 + time.time() - t0
             write_json(meta_path, meta)
             if rc != 0:
                 lf.flush()

@@ -191,13 +191,24 @@ sweep "$tmp/long.json" --out "$tmp/kill" --executor slurm --no-wait >"$tmp/kill.
 job=$(cat "$tmp/kill/slurm/job_id" 2>/dev/null)
 ck=$tmp/kill/runs/default/constrained-s0/checkpoint.safetensors
 for _ in $(seq 300); do [ -s "$ck" ] && break; sleep 0.1; done
+# the run's time trained so far, from its sweep_run.json (0 when not saved yet)
+seconds() { /usr/bin/python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1])).get("seconds", 0)))' "$1" 2>/dev/null || echo 0; }
+meta=$tmp/kill/runs/default/constrained-s0/sweep_run.json
+# (let it train past the sweep's first save of its time, every 5 s)
+for _ in $(seq 60); do [ -s "$ck" ] && [ "$(seconds "$meta")" -ge 5 ] && break; sleep 0.2; done
 if [ -n "$job" ] && [ -s "$ck" ] && squeue -h -j "$job" -r | grep -q .; then
   scancel "${job}_0"
   for _ in $(seq 600); do squeue -h -j "$job" -r | grep -q . || break; sleep 0.2; done
   if [ ! -f "$tmp/kill/runs/default/constrained-s0/eval.json" ]; then ok "task 0 cancelled mid-run (a checkpoint, no eval.json)"
   else bad "task 0 finished before it was cancelled"; fi
+  # until 2026-12-08 a run's seconds were saved only when ekvae_train returned: a killed task lost them
+  s1=$(seconds "$meta")
+  [ "$s1" -ge 5 ] && ok "the cancelled task kept the time it trained in sweep_run.json (${s1} s)" || bad "the cancelled task's sweep_run.json has ${s1} s"
   sweep "$tmp/long.json" --out "$tmp/kill" --executor slurm >"$tmp/kill2.txt" 2>&1 || bad "re-run: $(tail -n 5 "$tmp/kill2.txt")"
   grep -q -- "--resume" "$tmp/kill/runs/default/constrained-s0/sweep.log" && ok "the re-run resumed task 0 from its checkpoint" || bad "task 0 was not resumed"
+  s2=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["seconds"])' "$meta")
+  /usr/bin/python3 -c 'import sys; sys.exit(not float(sys.argv[2]) > float(sys.argv[1]))' "$s1" "$s2" &&
+    ok "the resumed run's seconds add to the cancelled part's ($s1 s -> $s2 s)" || bad "seconds after the resume: $s2 (before: $s1)"
   sweep "$tmp/long.json" --out "$tmp/ref" --executor local --jobs 2 >/dev/null 2>&1
   cmp -s "$tmp/kill/runs/default/constrained-s0/model.safetensors" "$tmp/ref/runs/default/constrained-s0/model.safetensors" &&
     ok "the resumed run's model is byte-identical to an uninterrupted run" || bad "the resumed model differs from the uninterrupted one"
