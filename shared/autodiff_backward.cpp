@@ -110,6 +110,7 @@ template <class T> void Tape<T>::backward_node(int id) {
             // act'(Y) = [Y > 0], as a plain loop that compilers vectorise (a compare and a blend,
             // wasm SIMD too): Eigen 3.4's select() is a scalar loop with a branch on the sign, and
             // was 10% of a browser-preset training step (perf, 2026-12-08). The same values.
+            eigen_assert(D.rows() == Y.rows() && D.cols() == Y.cols()); // (select() checked it too)
             T * d = D.data();
             const T * y = Y.data();
             for (Eigen::Index i = 0, n = D.size(); i < n; i++) {
