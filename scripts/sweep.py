@@ -55,6 +55,7 @@ import argparse
 import itertools
 import json
 import os
+import shlex
 import shutil
 import struct
 import subprocess
@@ -64,7 +65,19 @@ import time
 
 from sweep_report import TOP, die, record, results, run_dir, set_of, validated, world_of, write_json
 
-SAVE_SECONDS = 5  # how often a training run's sweep_run.json "seconds" is saved while it runs
+
+
+def save_every():
+    """How often a training run's "seconds" are saved in its sweep_run.json while it trains:
+    EKVAE_SWEEP_SAVE_SECONDS (default 5; the tests set 1)."""
+    v = os.environ.get("EKVAE_SWEEP_SAVE_SECONDS", "5")
+    try:
+        x = float(v)
+    except ValueError:
+        x = 0
+    if not x > 0:
+        die(f"EKVAE_SWEEP_SAVE_SECONDS={v!r}: a number of seconds > 0 is expected (unset it for the default, 5)")
+    return x
 
 
 def binaries():
@@ -211,6 +224,7 @@ def run_one(run, out, spec, train, ev):
     """Trains (or resumes) and evaluates one run. Returns (ok, message)."""
     d = run_dir(out, run)
     os.makedirs(d, exist_ok=True)
+    every = save_every()
     log = os.path.join(d, "sweep.log")
     meta_path = os.path.join(d, "sweep_run.json")
     if is_done(d):
@@ -246,7 +260,6 @@ def run_one(run, out, spec, train, ev):
         else:
             return False, (f"{d} has a checkpoint at its planned step {have} but no model.safetensors: "
                            f"write it with `{train} --resume --steps 1 --out {d}` or delete the folder to retrain")
-        t0 = time.time()
         if cmd:
             lf.write("$ " + " ".join(cmd) + "\n")
             lf.flush()
@@ -256,21 +269,42 @@ def run_one(run, out, spec, train, ev):
             if cpu not in cpus:
                 cpus.append(cpu)
                 write_json(meta_path, meta)  # now: a task killed mid-run still names this CPU
-            # the run's seconds are saved every SAVE_SECONDS while it trains, so that a task killed
+            # the run's seconds (its wall time in ekvae_train, summed over resumes; a run started
+            # over counts from 0) are saved every few seconds while it trains, so that a task killed
             # mid-run (a session's end, scancel, a node lost) keeps the time it trained: until
             # 2026-12-08 they were saved at the end only, and an arm run resumed after 163 minutes
             # recorded the last 19
-            seconds0 = meta.get("seconds", 0)
+            seconds0 = 0 if "--force" in cmd else meta.get("seconds", 0)
+            t0 = time.monotonic()
+
+            def save():
+                meta["seconds"] = seconds0 + time.monotonic() - t0
+                write_json(meta_path, meta)
             proc = subprocess.Popen(cmd, stdout=lf, stderr=lf)
-            while True:
+            try:
+                while True:
+                    try:
+                        rc = proc.wait(timeout=every)
+                        break
+                    except subprocess.TimeoutExpired:
+                        try:
+                            save()
+                        except OSError as e:  # a full disk, a network file system's hiccup: training goes on
+                            lf.write(f"sweep: could not save the run's time in {meta_path}: {e}\n")
+                            lf.flush()
+            except BaseException:  # e.g. Ctrl-C on a --task: stop the trainer (it saves its run on SIGTERM)
+                proc.terminate()
                 try:
-                    rc = proc.wait(timeout=SAVE_SECONDS)
-                    break
+                    proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
-                    meta["seconds"] = seconds0 + time.time() - t0
-                    write_json(meta_path, meta)
-            meta["seconds"] = seconds0 + time.time() - t0
-            write_json(meta_path, meta)
+                    proc.kill()
+                    proc.wait()
+                try:
+                    save()
+                except OSError:
+                    pass
+                raise
+            save()
             if rc != 0:
                 lf.flush()
                 return False, f"ekvae_train exited {rc}; last lines of {log}:\n" + tail(log)
@@ -387,7 +421,7 @@ def slurm_script(runs, out, spec, spec_path):
     if s.get("time"):
         lines.append(f"#SBATCH --time={s['time']}")
     lines += list(s.get("extra", []))
-    env = f"EKVAE_BIN={os.environ['EKVAE_BIN']} " if os.environ.get("EKVAE_BIN") else ""
+    env = "".join(f"{k}={shlex.quote(os.environ[k])} " for k in ("EKVAE_BIN", "EKVAE_SWEEP_SAVE_SECONDS") if os.environ.get(k))
     lines += ["set -eu", f"cd {TOP}",
               f"{env}/usr/bin/python3 {os.path.abspath(__file__)} {os.path.abspath(spec_path)} --out {os.path.abspath(out)} "
               f"--task \"$SLURM_ARRAY_TASK_ID\""]
@@ -496,6 +530,7 @@ def main():
     ap.add_argument("--only", metavar="A,B,...", help="(local) run only these runs, in this order")
     ap.add_argument("--record", metavar="REC", help="copy the evaluated runs' small files (eval, config, thinned log) into REC and write REC/results.*")
     a = ap.parse_args()
+    save_every()  # a bad EKVAE_SWEEP_SAVE_SECONDS stops here, before any run
     spec = load_spec(a.spec)
     runs = expand(spec)
     if a.only and a.executor != "local":

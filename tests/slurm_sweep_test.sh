@@ -179,6 +179,8 @@ out=$(sweep "$tmp/spec.json" --out "$tmp/local" --executor local --jobs 1 2>&1)
 echo '{"objectives": ["elbo"], "seeds": [0], "flags": {"train_minutes": 1}}' > "$tmp/minutes.json"
 out=$(sweep "$tmp/minutes.json" --out "$tmp/minutes" 2>&1)
 [ $? -eq 2 ] && echo "$out" | grep -q "step-limited" && ok "a spec with train_minutes: refused, exit 2" || bad "train_minutes spec: $out"
+out=$(EKVAE_SWEEP_SAVE_SECONDS=soon sweep "$tmp/spec.json" --out "$tmp/slurm" --status 2>&1)
+[ $? -eq 2 ] && echo "$out" | grep -q "EKVAE_SWEEP_SAVE_SECONDS='soon': a number of seconds > 0" && ok "EKVAE_SWEEP_SAVE_SECONDS=soon: refused, exit 2" || bad "EKVAE_SWEEP_SAVE_SECONDS=soon: $out"
 
 # 3. a task killed mid-run resumes when the sweep is run again, to the run's planned steps:
 #    here a train_steps flag, not the spec's "steps" (until 2026-12-07 the sweep resumed to the
@@ -187,15 +189,16 @@ cat > "$tmp/long.json" <<EOF
 {"preset": "pendulum", "objectives": ["constrained"], "seeds": [0, 1],
  "flags": {$tiny, "train_steps": 100000, "checkpoint_minutes": 0.01}, "eval": {"sequences": 8}}
 EOF
-sweep "$tmp/long.json" --out "$tmp/kill" --executor slurm --no-wait >"$tmp/kill.txt" 2>&1
+EKVAE_SWEEP_SAVE_SECONDS=1 sweep "$tmp/long.json" --out "$tmp/kill" --executor slurm --no-wait >"$tmp/kill.txt" 2>&1
 job=$(cat "$tmp/kill/slurm/job_id" 2>/dev/null)
 ck=$tmp/kill/runs/default/constrained-s0/checkpoint.safetensors
 for _ in $(seq 300); do [ -s "$ck" ] && break; sleep 0.1; done
 # the run's time trained so far, from its sweep_run.json (0 when not saved yet)
-seconds() { /usr/bin/python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1])).get("seconds", 0)))' "$1" 2>/dev/null || echo 0; }
+seconds() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("seconds", 0))' "$1" 2>/dev/null || echo 0; }
+at_least() { /usr/bin/python3 -c 'import sys; sys.exit(not float(sys.argv[1]) >= float(sys.argv[2]))' "$1" "$2"; }
 meta=$tmp/kill/runs/default/constrained-s0/sweep_run.json
-# (let it train past the sweep's first save of its time, every 5 s)
-for _ in $(seq 60); do [ -s "$ck" ] && [ "$(seconds "$meta")" -ge 5 ] && break; sleep 0.2; done
+# (let it train past the sweep's first save of its time: every second here, EKVAE_SWEEP_SAVE_SECONDS)
+for _ in $(seq 50); do [ -s "$ck" ] && at_least "$(seconds "$meta")" 1 && break; sleep 0.1; done
 if [ -n "$job" ] && [ -s "$ck" ] && squeue -h -j "$job" -r | grep -q .; then
   scancel "${job}_0"
   for _ in $(seq 600); do squeue -h -j "$job" -r | grep -q . || break; sleep 0.2; done
@@ -203,12 +206,14 @@ if [ -n "$job" ] && [ -s "$ck" ] && squeue -h -j "$job" -r | grep -q .; then
   else bad "task 0 finished before it was cancelled"; fi
   # until 2026-12-08 a run's seconds were saved only when ekvae_train returned: a killed task lost them
   s1=$(seconds "$meta")
-  [ "$s1" -ge 5 ] && ok "the cancelled task kept the time it trained in sweep_run.json (${s1} s)" || bad "the cancelled task's sweep_run.json has ${s1} s"
+  at_least "$s1" 1 && ok "the cancelled task kept the time it trained in sweep_run.json ($s1 s)" || bad "the cancelled task's sweep_run.json has $s1 s"
   sweep "$tmp/long.json" --out "$tmp/kill" --executor slurm >"$tmp/kill2.txt" 2>&1 || bad "re-run: $(tail -n 5 "$tmp/kill2.txt")"
   grep -q -- "--resume" "$tmp/kill/runs/default/constrained-s0/sweep.log" && ok "the re-run resumed task 0 from its checkpoint" || bad "task 0 was not resumed"
-  s2=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["seconds"])' "$meta")
-  /usr/bin/python3 -c 'import sys; sys.exit(not float(sys.argv[2]) > float(sys.argv[1]))' "$s1" "$s2" &&
-    ok "the resumed run's seconds add to the cancelled part's ($s1 s -> $s2 s)" || bad "seconds after the resume: $s2 (before: $s1)"
+  # the resumed part's own time: ekvae_train's "done at step N after M:SS" in the run's log
+  part=$(sed -n 's/^done at step [0-9]* after \([0-9]*\):\([0-9]*\).*/\1 \2/p' "$tmp/kill/runs/default/constrained-s0/sweep.log" | tail -1 | awk '{print $1 * 60 + $2}')
+  s2=$(seconds "$meta")
+  [ -n "$part" ] && at_least "$s2" "$(/usr/bin/python3 -c "print($s1 + $part - 1)")" &&
+    ok "the resumed run's seconds are the cancelled part's plus the resumed part's ($s1 s + ${part} s -> $s2 s)" || bad "seconds after the resume: $s2 (before: $s1, the resumed part ${part:-?} s)"
   sweep "$tmp/long.json" --out "$tmp/ref" --executor local --jobs 2 >/dev/null 2>&1
   cmp -s "$tmp/kill/runs/default/constrained-s0/model.safetensors" "$tmp/ref/runs/default/constrained-s0/model.safetensors" &&
     ok "the resumed run's model is byte-identical to an uninterrupted run" || bad "the resumed model differs from the uninterrupted one"
