@@ -66,7 +66,6 @@ import time
 from sweep_report import TOP, die, record, results, run_dir, set_of, validated, world_of, write_json
 
 
-
 def save_every():
     """How often a training run's "seconds" are saved in its sweep_run.json while it trains:
     EKVAE_SWEEP_SAVE_SECONDS (default 5; the tests set 1)."""
@@ -279,7 +278,11 @@ def run_one(run, out, spec, train, ev):
 
             def save():
                 meta["seconds"] = seconds0 + time.monotonic() - t0
-                write_json(meta_path, meta)
+                try:
+                    write_json(meta_path, meta)
+                except OSError as e:  # a full disk, a network file system's hiccup: training goes on
+                    lf.write(f"sweep: could not save the run's time in {meta_path}: {e}\n")
+                    lf.flush()
             proc = subprocess.Popen(cmd, stdout=lf, stderr=lf)
             try:
                 while True:
@@ -287,11 +290,7 @@ def run_one(run, out, spec, train, ev):
                         rc = proc.wait(timeout=every)
                         break
                     except subprocess.TimeoutExpired:
-                        try:
-                            save()
-                        except OSError as e:  # a full disk, a network file system's hiccup: training goes on
-                            lf.write(f"sweep: could not save the run's time in {meta_path}: {e}\n")
-                            lf.flush()
+                        save()
             except BaseException:  # e.g. Ctrl-C on a --task: stop the trainer (it saves its run on SIGTERM)
                 proc.terminate()
                 try:
@@ -299,10 +298,7 @@ def run_one(run, out, spec, train, ev):
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-                try:
-                    save()
-                except OSError:
-                    pass
+                save()
                 raise
             save()
             if rc != 0:
